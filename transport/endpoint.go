@@ -1,0 +1,542 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-p2p/parley/transport/internal/handshake"
+	"github.com/parley-p2p/parley/transport/internal/wire"
+)
+
+// PacketListener is the seam through which Parley opens UDP sockets: in
+// production *net.ListenConfig, in tests a natlab host. Production code never
+// calls net.ListenUDP directly, so that the same code runs on the in-process
+// network lab unchanged.
+type PacketListener interface {
+	ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error)
+}
+
+var _ PacketListener = (*net.ListenConfig)(nil)
+
+// packet is one received datagram on its way to a session.
+type packet struct {
+	buf     []byte // pooled backing array
+	data    []byte
+	from    netip.AddrPort
+	rcvTime time.Time
+}
+
+// EndpointStats counts what an endpoint dropped, by reason. A dropped packet
+// never creates state.
+type EndpointStats struct {
+	Received         uint64
+	DroppedMalformed uint64 // not a well-formed Parley packet
+	DroppedUnknown   uint64 // for a connection ID we do not have
+	DroppedAuth      uint64 // failed mac1 or AEAD authentication
+	DroppedReplay    uint64 // replayed initiations and duplicated data packets
+	DroppedQueueFull uint64 // a session's receive queue was full
+	DroppedRefused   uint64 // handshakes refused: not listening, AcceptPeer, rate limit, accept queue full
+	CookiesSent      uint64
+}
+
+type endpointCounters struct {
+	received, droppedMalformed, droppedUnknown, droppedAuth, droppedReplay,
+	droppedQueueFull, droppedRefused, cookiesSent atomic.Uint64
+}
+
+// An Endpoint runs the Parley transport on one UDP socket: it dials and
+// accepts sessions and demultiplexes their packets by connection ID. Packets
+// that are not Parley's (STUN, relay control) go to Config-independent
+// handler set with HandleOther. Its methods are safe for concurrent use.
+type Endpoint struct {
+	pc        net.PacketConn
+	key       PrivateKey
+	pub       PublicKey
+	cfg       Config
+	log       *slog.Logger
+	responder *handshake.Responder
+	pool      sync.Pool
+	stats     endpointCounters
+	readDone  chan struct{}
+
+	// mu protects the fields below.
+	mu          sync.Mutex
+	sessions    map[wire.ConnID]*Session
+	byEphemeral map[[32]byte]*Session // responder sessions not yet confirmed
+	listening   bool
+	acceptQ     chan *Session
+	other       func(b []byte, from netip.AddrPort)
+	closed      bool
+	closing     chan struct{}
+
+	// closeWithLastSession stops the endpoint when its last session ends
+	// (the endpoint of a package-level Dial). Set before any session runs.
+	closeWithLastSession bool
+}
+
+// NewEndpoint starts the transport on pc with the device's private key. The
+// endpoint reads from pc until Close; it does not close pc.
+func NewEndpoint(pc net.PacketConn, key PrivateKey, cfg *Config) *Endpoint {
+	c := cfg.withDefaults()
+	e := &Endpoint{
+		pc:          pc,
+		key:         key,
+		pub:         key.Public(),
+		cfg:         c,
+		log:         c.Logger,
+		responder:   handshake.NewResponder(key.keyPair()),
+		sessions:    make(map[wire.ConnID]*Session),
+		byEphemeral: make(map[[32]byte]*Session),
+		acceptQ:     make(chan *Session, DefaultAcceptQueue),
+		readDone:    make(chan struct{}),
+		closing:     make(chan struct{}),
+	}
+	size := c.MaxPacketSize + 1 // one spare byte tells an oversized datagram
+	e.pool.New = func() any { b := make([]byte, size); return &packet{buf: b} }
+	go e.readLoop()
+	return e
+}
+
+// PublicKey is the endpoint's static public key.
+func (e *Endpoint) PublicKey() PublicKey { return e.pub }
+
+// LocalAddr is the socket's local address.
+func (e *Endpoint) LocalAddr() net.Addr { return e.pc.LocalAddr() }
+
+// Stats returns the endpoint's drop counters.
+func (e *Endpoint) Stats() EndpointStats {
+	c := &e.stats
+	return EndpointStats{
+		Received: c.received.Load(), DroppedMalformed: c.droppedMalformed.Load(),
+		DroppedUnknown: c.droppedUnknown.Load(), DroppedAuth: c.droppedAuth.Load(),
+		DroppedReplay: c.droppedReplay.Load(), DroppedQueueFull: c.droppedQueueFull.Load(),
+		DroppedRefused: c.droppedRefused.Load(), CookiesSent: c.cookiesSent.Load(),
+	}
+}
+
+// HandleOther sets the function that receives datagrams that are not
+// Parley packets (such as STUN responses). b is only valid during the call.
+func (e *Endpoint) HandleOther(fn func(b []byte, from netip.AddrPort)) {
+	e.mu.Lock()
+	e.other = fn
+	e.mu.Unlock()
+}
+
+// Listen makes the endpoint accept incoming sessions.
+func (e *Endpoint) Listen() {
+	e.mu.Lock()
+	e.listening = true
+	e.mu.Unlock()
+}
+
+// Accept waits for the next incoming session. Call Listen first.
+func (e *Endpoint) Accept(ctx context.Context) (*Session, error) {
+	select {
+	case s := <-e.acceptQ:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-e.closing:
+		return nil, ErrClosed
+	}
+}
+
+// WriteTo sends a raw datagram on the endpoint's socket (for STUN and other
+// protocols that share it).
+func (e *Endpoint) WriteTo(b []byte, addr netip.AddrPort) error {
+	_, err := e.pc.WriteTo(b, net.UDPAddrFromAddrPort(addr))
+	return err
+}
+
+// ForceCookies makes the endpoint demand cookies from every initiator, as it
+// does under load.
+func (e *Endpoint) ForceCookies(on bool) { e.responder.ForceLoad(on) }
+
+// Dial opens a session to the device with public key remote at addr. It
+// returns when the handshake has completed (one round trip), or fails when
+// ctx ends or the handshake times out.
+func (e *Endpoint) Dial(ctx context.Context, addr netip.AddrPort, remote PublicKey) (*Session, error) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	cid := e.freshCIDLocked()
+	s := newSession(e, true, cid, remote, addr)
+	e.sessions[cid] = s
+	e.mu.Unlock()
+	go s.run(time.Now())
+	select {
+	case <-s.ready:
+		return s, nil
+	case <-s.done:
+		if s.startErr != nil {
+			return nil, fmt.Errorf("dial %v: %w", addr, s.startErr)
+		}
+		return nil, fmt.Errorf("dial %v: %w", addr, ErrClosed)
+	case <-ctx.Done():
+		s.CloseWithError(wire.NoError, "")
+		<-s.done
+		return nil, fmt.Errorf("dial %v: %w", addr, ctx.Err())
+	}
+}
+
+func (e *Endpoint) freshCIDLocked() wire.ConnID {
+	for {
+		c := newCID()
+		if _, ok := e.sessions[c]; !ok {
+			return c
+		}
+	}
+}
+
+// Close closes every session (telling each peer) and stops reading. It does
+// not close the socket.
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		<-e.readDone
+		return nil
+	}
+	e.closed = true
+	close(e.closing)
+	sessions := make([]*Session, 0, len(e.sessions))
+	for _, s := range e.sessions {
+		sessions = append(sessions, s)
+	}
+	e.mu.Unlock()
+	for _, s := range sessions {
+		s.CloseWithError(wire.NoError, "endpoint closed")
+	}
+	// Sessions linger in closing state for 3 PTO; do not wait for that, but
+	// stop them now: the socket is going away.
+	for _, s := range sessions {
+		s.abort()
+	}
+	for _, s := range sessions {
+		<-s.done
+	}
+	e.stopReading()
+	return nil
+}
+
+func (e *Endpoint) removeSession(s *Session) {
+	e.mu.Lock()
+	if e.sessions[s.localCID] == s {
+		delete(e.sessions, s.localCID)
+	}
+	for k, v := range e.byEphemeral {
+		if v == s {
+			delete(e.byEphemeral, k)
+		}
+	}
+	stop := e.closeWithLastSession && len(e.sessions) == 0 && !e.closed
+	if stop {
+		e.closed = true
+		close(e.closing)
+	}
+	e.mu.Unlock()
+	if stop {
+		e.stopReading()
+	}
+}
+
+// stopReading unblocks and ends the read loop without closing the caller's
+// socket.
+func (e *Endpoint) stopReading() {
+	e.pc.SetReadDeadline(time.Unix(1, 0))
+	<-e.readDone
+	e.pc.SetReadDeadline(time.Time{})
+}
+
+func (e *Endpoint) forgetEphemeral(s *Session) {
+	e.mu.Lock()
+	for k, v := range e.byEphemeral {
+		if v == s {
+			delete(e.byEphemeral, k)
+		}
+	}
+	e.mu.Unlock()
+}
+
+func (e *Endpoint) write(b []byte, to *net.UDPAddr) {
+	if _, err := e.pc.WriteTo(b, to); err != nil {
+		e.log.Debug("write failed", "to", to, "err", err)
+	}
+}
+
+func (e *Endpoint) getPacket() *packet { return e.pool.Get().(*packet) }
+
+func (e *Endpoint) putPacket(p *packet) {
+	p.data = nil
+	e.pool.Put(p)
+}
+
+type addrPortReader interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+}
+
+func (e *Endpoint) readLoop() {
+	defer close(e.readDone)
+	fast, _ := e.pc.(addrPortReader)
+	for {
+		p := e.getPacket()
+		var n int
+		var from netip.AddrPort
+		var err error
+		if fast != nil {
+			n, from, err = fast.ReadFromUDPAddrPort(p.buf)
+		} else {
+			var a net.Addr
+			n, a, err = e.pc.ReadFrom(p.buf)
+			if ua, ok := a.(*net.UDPAddr); ok {
+				from = ua.AddrPort()
+			}
+		}
+		if err != nil {
+			e.putPacket(p)
+			e.mu.Lock()
+			closed := e.closed
+			e.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			e.log.Debug("read failed", "err", err)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		e.stats.received.Add(1)
+		if n > e.cfg.MaxPacketSize {
+			e.stats.droppedMalformed.Add(1)
+			e.putPacket(p)
+			continue
+		}
+		p.data = p.buf[:n]
+		p.from = from
+		p.rcvTime = time.Now()
+		e.handle(p)
+	}
+}
+
+// handle routes one datagram. It owns p.
+func (e *Endpoint) handle(p *packet) {
+	b := p.data
+	if !wire.IsParley(b) {
+		e.mu.Lock()
+		other := e.other
+		e.mu.Unlock()
+		if other != nil {
+			other(b, p.from)
+		} else {
+			e.stats.droppedMalformed.Add(1)
+		}
+		e.putPacket(p)
+		return
+	}
+	t, err := wire.PacketTypeOf(b)
+	if err != nil {
+		e.stats.droppedMalformed.Add(1)
+		e.putPacket(p)
+		return
+	}
+	if t == wire.TypeInitiation {
+		e.handleInitiation(p)
+		return
+	}
+	cid, err := wire.ParseDestCID(b)
+	if err != nil {
+		e.stats.droppedMalformed.Add(1)
+		e.putPacket(p)
+		return
+	}
+	e.mu.Lock()
+	s := e.sessions[cid]
+	e.mu.Unlock()
+	if s == nil {
+		e.stats.droppedUnknown.Add(1)
+		e.putPacket(p)
+		return
+	}
+	s.deliver(p)
+}
+
+func (s *Session) deliver(p *packet) {
+	select {
+	case s.recvQ <- p:
+	default:
+		s.ep.stats.droppedQueueFull.Add(1)
+		s.ep.putPacket(p)
+	}
+}
+
+// handleInitiation screens and answers a handshake initiation. Only an
+// initiation that passes mac1 (and, under load, mac2 and the rate limit)
+// costs a Diffie-Hellman, and only an authenticated one creates a session.
+func (e *Endpoint) handleInitiation(p *packet) {
+	b := p.data
+	if _, err := wire.ParseInitiation(b); err != nil {
+		e.stats.droppedMalformed.Add(1)
+		e.putPacket(p)
+		return
+	}
+	e.mu.Lock()
+	listening := e.listening && !e.closed
+	e.mu.Unlock()
+	if !listening {
+		e.stats.droppedRefused.Add(1)
+		e.putPacket(p)
+		return
+	}
+	switch e.responder.Screen(b, p.from, p.rcvTime) {
+	case handshake.Drop:
+		e.stats.droppedAuth.Add(1)
+		e.putPacket(p)
+		return
+	case handshake.SendCookie:
+		var buf [wire.CookieReplyLen]byte
+		if reply, err := e.responder.CookieReply(buf[:0], b, p.from, p.rcvTime); err == nil {
+			e.stats.cookiesSent.Add(1)
+			e.write(reply, net.UDPAddrFromAddrPort(p.from))
+		}
+		e.putPacket(p)
+		return
+	}
+	var eph [32]byte
+	copy(eph[:], b[wire.InitiationNoiseOffset:])
+	e.mu.Lock()
+	existing := e.byEphemeral[eph]
+	e.mu.Unlock()
+	if existing != nil {
+		existing.deliver(p) // a retransmission: the session resends its response
+		return
+	}
+	defer e.putPacket(p)
+	pending, err := e.responder.Consume(b)
+	if err != nil {
+		if errors.Is(err, handshake.ErrReplay) {
+			e.stats.droppedReplay.Add(1)
+		} else {
+			e.stats.droppedAuth.Add(1)
+		}
+		return
+	}
+	remote := PublicKey(pending.RemoteStatic)
+	if e.cfg.AcceptPeer != nil && !e.cfg.AcceptPeer(remote) {
+		e.stats.droppedRefused.Add(1)
+		return
+	}
+	if len(e.acceptQ) == cap(e.acceptQ) {
+		e.stats.droppedRefused.Add(1)
+		return
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	cid := e.freshCIDLocked()
+	s := newSession(e, false, cid, remote, p.from)
+	resp, keys, err := pending.Respond(nil, s.localParams())
+	if err != nil {
+		e.mu.Unlock()
+		e.stats.droppedAuth.Add(1)
+		return
+	}
+	now := p.rcvTime
+	s.installKeys(keys, now)
+	s.applyPeerParams(pending.Params)
+	s.response = resp
+	s.state = stateEstablished
+	s.cur.recvBytes = uint64(len(b))
+	s.cur.sentBytes = uint64(len(resp))
+	close(s.ready)
+	e.sessions[cid] = s
+	e.byEphemeral[eph] = s
+	e.mu.Unlock()
+	e.write(resp, s.cur.udpAddr)
+	go s.run(now)
+	select {
+	case e.acceptQ <- s:
+	default:
+		s.CloseWithError(wire.InternalError, "accept queue full")
+	}
+}
+
+// abort ends a session at once, without a closing period.
+func (s *Session) abort() {
+	select {
+	case s.closeCh <- closeRequest{code: wire.NoError, reason: "abort"}:
+	default:
+	}
+	s.abortOnce.Do(func() { close(s.aborted) })
+}
+
+// Listener accepts sessions on one socket; see Listen.
+type Listener struct {
+	ep *Endpoint
+}
+
+// Listen starts accepting Parley sessions on pc for the device with private
+// key key. Closing the listener ends its sessions but not pc.
+func Listen(pc net.PacketConn, key PrivateKey, cfg *Config) (*Listener, error) {
+	if pc == nil {
+		return nil, errors.New("transport: Listen needs a PacketConn")
+	}
+	e := NewEndpoint(pc, key, cfg)
+	e.Listen()
+	return &Listener{ep: e}, nil
+}
+
+// Accept waits for the next session.
+func (l *Listener) Accept(ctx context.Context) (*Session, error) { return l.ep.Accept(ctx) }
+
+// Addr is the listener's local address.
+func (l *Listener) Addr() net.Addr { return l.ep.LocalAddr() }
+
+// Endpoint returns the listener's endpoint, which can also Dial.
+func (l *Listener) Endpoint() *Endpoint { return l.ep }
+
+// Close closes the listener and its sessions.
+func (l *Listener) Close() error { return l.ep.Close() }
+
+// Dial opens a session over pc to the device with public key remote at addr.
+// The local device's key is cfg.PrivateKey (a fresh random key if zero). The
+// session has an endpoint of its own, which stops reading pc when the
+// session ends; pc itself is not closed.
+func Dial(ctx context.Context, pc net.PacketConn, addr net.Addr, remote PublicKey, cfg *Config) (*Session, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return nil, fmt.Errorf("transport: dial: %v is not a UDP address", addr)
+	}
+	var key PrivateKey
+	if cfg != nil {
+		key = cfg.PrivateKey
+	}
+	if key == (PrivateKey{}) {
+		var err error
+		if key, err = GeneratePrivateKey(); err != nil {
+			return nil, err
+		}
+	}
+	e := NewEndpoint(pc, key, cfg)
+	e.closeWithLastSession = true
+	s, err := e.Dial(ctx, ua.AddrPort(), remote)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	return s, nil
+}

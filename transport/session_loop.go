@@ -1,0 +1,649 @@
+package transport
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/parley-p2p/parley/transport/internal/aead"
+	"github.com/parley-p2p/parley/transport/internal/ackhandler"
+	"github.com/parley-p2p/parley/transport/internal/handshake"
+	"github.com/parley-p2p/parley/transport/internal/wire"
+)
+
+// maxBurst is how many packets the loop sends before it looks at incoming
+// packets again.
+const maxBurst = 32
+
+// run is the session's one goroutine: it owns all protocol state, handles
+// packets, timers and close requests, and sends. It exits when the session
+// reaches stateClosed.
+func (s *Session) run(created time.Time) {
+	defer s.finish()
+	s.timer = time.NewTimer(time.Hour)
+	defer s.timer.Stop()
+	now := time.Now()
+	s.lastRecv = now
+	if s.initiator {
+		s.initBackoff = 250 * time.Millisecond
+		s.sendInitiation(now)
+	}
+	for s.state != stateClosed {
+		s.timer.Reset(max(time.Until(s.nextDeadline(created)), 0))
+		select {
+		case p := <-s.recvQ:
+			s.handlePacket(p)
+			// Take in whatever else has arrived before answering.
+			for i := 0; i < 64; i++ {
+				select {
+				case p := <-s.recvQ:
+					s.handlePacket(p)
+					continue
+				default:
+				}
+				break
+			}
+		case <-s.wakeCh:
+		case <-s.timer.C:
+			s.onTimer(time.Now(), created)
+		case req := <-s.closeCh:
+			s.closeLocal(req, time.Now())
+		case <-s.aborted:
+			s.setState(stateClosed)
+		}
+		if s.state == stateClosed {
+			break
+		}
+		s.sendPackets(time.Now())
+	}
+}
+
+// finish releases the session's connection ID and wakes every waiter.
+func (s *Session) finish() {
+	s.setState(stateClosed)
+	s.setCloseErr(ErrClosed)
+	s.ep.removeSession(s)
+	close(s.done)
+}
+
+func (s *Session) pto() time.Duration {
+	if !s.rtt.HasMeasurement() {
+		return 2 * defaultInitialRTT
+	}
+	return s.rtt.PTO(true)
+}
+
+// nextDeadline is the earliest moment the loop must wake up by itself.
+func (s *Session) nextDeadline(created time.Time) time.Time {
+	var d time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	switch s.state {
+	case stateHandshaking:
+		earliest(s.initSent.Add(s.initBackoff))
+		earliest(created.Add(s.cfg.HandshakeTimeout))
+	case stateEstablished:
+		earliest(s.rpt.AckDeadline())
+		earliest(s.sph.LossDetectionDeadline())
+		earliest(s.lastRecv.Add(s.idleTimeout))
+		if s.cfg.KeepAlivePeriod > 0 {
+			earliest(s.lastSent.Add(s.cfg.KeepAlivePeriod))
+		}
+		if s.pacingUntil.After(time.Now()) {
+			earliest(s.pacingUntil)
+		}
+		if !s.dropPrevAt.IsZero() {
+			earliest(s.dropPrevAt)
+		}
+		if !s.cur.validated && !s.cur.challengeSent.IsZero() {
+			earliest(s.cur.challengeSent.Add(2 * s.pto()))
+		}
+	case stateClosing, stateDraining:
+		earliest(s.closeAt)
+	}
+	if d.IsZero() {
+		d = time.Now().Add(time.Hour)
+	}
+	return d
+}
+
+func (s *Session) onTimer(now time.Time, created time.Time) {
+	switch s.state {
+	case stateHandshaking:
+		if now.Sub(created) >= s.cfg.HandshakeTimeout {
+			s.startErr = ErrHandshakeTimeout
+			s.setCloseErr(ErrHandshakeTimeout)
+			s.setState(stateClosed)
+			return
+		}
+		if !now.Before(s.initSent.Add(s.initBackoff)) {
+			s.initBackoff = min(2*s.initBackoff, 2*time.Second)
+			s.sendInitiation(now)
+		}
+	case stateEstablished:
+		if now.Sub(s.lastRecv) >= s.idleTimeout {
+			s.log.Debug("session idle timeout", "idle", s.idleTimeout)
+			s.setCloseErr(IdleTimeoutError{})
+			s.setState(stateClosed)
+			return
+		}
+		if dl := s.sph.LossDetectionDeadline(); !dl.IsZero() && !now.Before(dl) {
+			s.probes += s.sph.OnLossDetectionTimeout(now)
+		}
+		if s.cfg.KeepAlivePeriod > 0 && now.Sub(s.lastSent) >= s.cfg.KeepAlivePeriod {
+			s.queueControl(controlFrame{kind: kindPing})
+		}
+		if !s.dropPrevAt.IsZero() && !now.Before(s.dropPrevAt) {
+			s.opener.DropPrevious()
+			s.dropPrevAt = time.Time{}
+		}
+		if p := s.cur; !p.validated && !p.challengeSent.IsZero() && now.Sub(p.challengeSent) >= 2*s.pto() {
+			if p.challengeN >= maxPathChallengeRetransmits && s.prev != nil && s.prev.validated {
+				s.log.Debug("path validation failed; returning to previous path", "failed", p.addr, "to", s.prev.addr)
+				s.cur, s.prev = s.prev, nil
+				s.remoteAddr.Store(s.cur.udpAddr)
+			} else {
+				s.sendChallenge(now)
+			}
+		}
+	case stateClosing, stateDraining:
+		if !now.Before(s.closeAt) {
+			s.setState(stateClosed)
+		}
+	}
+}
+
+func (s *Session) sendInitiation(now time.Time) {
+	if s.initPacket == nil {
+		ini, pkt, err := handshake.Initiate(nil, s.ep.key.keyPair(), [32]byte(s.remoteKey), s.localParams(), s.cookie, now)
+		if err != nil {
+			s.startErr = err
+			s.setCloseErr(err)
+			s.setState(stateClosed)
+			return
+		}
+		s.initiation, s.initPacket = ini, pkt
+	} else {
+		s.initRetransmitted = true
+	}
+	s.initSent = now
+	s.ep.write(s.initPacket, s.cur.udpAddr)
+}
+
+func (s *Session) handlePacket(p *packet) {
+	defer s.ep.putPacket(p)
+	now := p.rcvTime
+	b := p.data
+	switch wire.PacketType(b[1]) {
+	case wire.TypeResponse:
+		s.handleResponse(p, now)
+	case wire.TypeCookieReply:
+		if s.state != stateHandshaking {
+			return
+		}
+		c, err := s.initiation.ConsumeCookieReply(b)
+		if err != nil {
+			s.ep.stats.droppedAuth.Add(1)
+			return
+		}
+		s.cookie = &c
+		s.initPacket = nil // the next initiation carries mac2
+		s.initRetransmitted = true
+		s.sendInitiation(now)
+	case wire.TypeInitiation:
+		// The initiator did not get our response: send it again. It is no
+		// larger than the initiation, so this cannot amplify.
+		if !s.confirmed && s.response != nil {
+			s.ep.write(s.response, newPath(p.from, false).udpAddr)
+		}
+	case wire.TypeData:
+		s.handleData(p, now)
+	}
+}
+
+func (s *Session) handleResponse(p *packet, now time.Time) {
+	if s.state != stateHandshaking {
+		return
+	}
+	params, keys, err := s.initiation.ConsumeResponse(p.data)
+	if err != nil {
+		s.ep.stats.droppedAuth.Add(1)
+		return
+	}
+	s.installKeys(keys, now)
+	s.applyPeerParams(params)
+	if !s.initRetransmitted {
+		s.rtt.UpdateRTT(now.Sub(s.initSent), 0)
+		s.rttNanos.Store(int64(s.rtt.SmoothedRTT()))
+	}
+	if p.from != s.cur.addr {
+		// Answered from another address (a NAT rebinding): use it, but
+		// validate it before sending much.
+		s.migrate(p.from, now)
+	}
+	s.cur.recvBytes += uint64(len(p.data))
+	s.lastRecv = now
+	s.setState(stateEstablished)
+	// The second flight: confirm at once even if the application has
+	// nothing to say yet, so the responder can validate our address.
+	s.queueControl(controlFrame{kind: kindPing})
+	close(s.ready)
+}
+
+func (s *Session) handleData(p *packet, now time.Time) {
+	switch s.state {
+	case stateHandshaking, stateDraining, stateClosed:
+		return
+	case stateClosing:
+		if now.Sub(s.lastCloseSent) >= s.pto() {
+			s.sendClose(now)
+		}
+		return
+	}
+	b := p.data
+	hdr, err := wire.ParseDataHeader(b)
+	if err != nil || len(b) < wire.DataHeaderLen+aead.Overhead {
+		s.ep.stats.droppedMalformed.Add(1)
+		return
+	}
+	plain, updated, err := s.opener.Open(b[wire.DataHeaderLen:wire.DataHeaderLen], b[:wire.DataHeaderLen], b[wire.DataHeaderLen:], hdr.PacketNumber, hdr.KeyPhase)
+	if err != nil {
+		s.ep.stats.droppedAuth.Add(1)
+		s.mu.Lock()
+		s.stats.DroppedAuth++
+		s.mu.Unlock()
+		return
+	}
+	if !s.replay.Accept(hdr.PacketNumber) {
+		s.ep.stats.droppedReplay.Add(1)
+		s.mu.Lock()
+		s.stats.DroppedDuplicate++
+		s.mu.Unlock()
+		return
+	}
+	if updated {
+		s.dropPrevAt = now.Add(3 * s.pto())
+		if s.sealer.KeyPhase() != s.opener.KeyPhase() {
+			s.updateSendKey(now)
+		}
+	}
+	s.lastRecv = now
+	s.mu.Lock()
+	s.stats.PacketsReceived++
+	s.stats.BytesReceived += uint64(len(b))
+	s.mu.Unlock()
+	if !s.initiator && !s.confirmed {
+		s.confirmed = true
+		s.response = nil
+		s.ep.forgetEphemeral(s)
+		if p.from == s.cur.addr {
+			s.cur.validated = true
+		}
+	}
+	if p.from != s.cur.addr {
+		if hdr.PacketNumber >= s.largestRecv {
+			s.migrate(p.from, now)
+		}
+	}
+	if p.from == s.cur.addr {
+		s.cur.recvBytes += uint64(len(b))
+	}
+	if hdr.PacketNumber >= s.largestRecv {
+		s.largestRecv = hdr.PacketNumber
+	}
+	ackEliciting, err := s.handleFrames(plain, p.from, now)
+	if err != nil {
+		return
+	}
+	s.rpt.ReceivedPacket(hdr.PacketNumber, now, ackEliciting)
+}
+
+// migrate moves the session to a new peer address (RFC 9000 §9.3): the
+// peer's packets now come from there, so we send there too, within the
+// anti-amplification limit until a PATH_CHALLENGE is answered.
+func (s *Session) migrate(to netip.AddrPort, now time.Time) {
+	s.log.Debug("peer address changed", "from", s.cur.addr, "to", to)
+	if s.prev != nil && s.prev.addr == to && s.prev.validated {
+		s.cur, s.prev = s.prev, s.cur
+	} else {
+		if s.cur.validated {
+			s.prev = s.cur
+		}
+		s.cur = newPath(to, false)
+		s.sendChallenge(now)
+	}
+	s.remoteAddr.Store(s.cur.udpAddr)
+	s.mu.Lock()
+	s.stats.PathChanges++
+	s.mu.Unlock()
+}
+
+func (s *Session) sendChallenge(now time.Time) {
+	p := s.cur
+	randRead(p.challenge[:])
+	p.challengeSent = now
+	p.challengeN++
+	s.queueControl(controlFrame{kind: kindPathChallenge, data: p.challenge, to: p.addr})
+}
+
+func (s *Session) updateSendKey(now time.Time) {
+	s.sealer.Update()
+	s.keyPhaseN = 0
+	s.keyPhaseAt = now
+	s.phaseAcked = false
+	s.phaseFirstPN = s.nextPN
+	s.mu.Lock()
+	s.stats.KeyUpdates++
+	s.mu.Unlock()
+}
+
+// handleFrames processes a packet's frames. It reports whether any was
+// ack-eliciting; an error has already closed the session.
+func (s *Session) handleFrames(b []byte, from netip.AddrPort, now time.Time) (ackEliciting bool, err error) {
+	for len(b) > 0 {
+		t, err := wire.ParseFrameType(b)
+		if err != nil {
+			s.protocolError(wire.FrameEncodingError, "unknown frame type", now)
+			return false, err
+		}
+		if t.IsAckEliciting() {
+			ackEliciting = true
+		}
+		var n int
+		switch t {
+		case wire.FramePadding:
+			n = wire.PaddingLen(b)
+		case wire.FramePing:
+			n = 1
+		case wire.FrameAck:
+			n, err = wire.ParseAckFrame(b, &s.ackBuf)
+			if err == nil {
+				err = s.onAck(now)
+			}
+		case wire.FrameStream, wire.FrameStreamFin:
+			var f wire.StreamFrame
+			f, n, err = wire.ParseStreamFrame(b)
+			if err == nil {
+				err = s.onStreamFrame(&f, now)
+			}
+		case wire.FrameResetStream:
+			var f wire.ResetStreamFrame
+			f, n, err = wire.ParseResetStreamFrame(b)
+			if err == nil {
+				err = s.onResetStream(&f, now)
+			}
+		case wire.FrameStopSending:
+			var f wire.StopSendingFrame
+			f, n, err = wire.ParseStopSendingFrame(b)
+			if err == nil {
+				if st := s.stream(f.StreamID); st != nil {
+					st.onStopSending(ErrorCode(f.ErrorCode))
+				}
+			}
+		case wire.FrameMaxData:
+			var f wire.MaxDataFrame
+			f, n, err = wire.ParseMaxDataFrame(b)
+			if err == nil && f.Maximum > s.peerMaxData {
+				s.peerMaxData = f.Maximum
+				s.rescheduleAll()
+			}
+		case wire.FrameMaxStreamData:
+			var f wire.MaxStreamDataFrame
+			f, n, err = wire.ParseMaxStreamDataFrame(b)
+			if err == nil {
+				if st := s.stream(f.StreamID); st != nil && st.onMaxStreamData(f.Maximum) {
+					s.scheduleStream(st)
+				}
+			}
+		case wire.FrameMaxStreams:
+			var f wire.MaxStreamsFrame
+			f, n, err = wire.ParseMaxStreamsFrame(b)
+			if err == nil {
+				s.mu.Lock()
+				if f.Maximum > s.peerMaxStreams {
+					s.peerMaxStreams = f.Maximum
+				}
+				s.mu.Unlock()
+				wake(s.streamCredit)
+			}
+		case wire.FrameDataBlocked:
+			_, n, err = wire.ParseDataBlockedFrame(b)
+		case wire.FrameStreamDataBlocked:
+			_, n, err = wire.ParseStreamDataBlockedFrame(b)
+		case wire.FramePathChallenge:
+			var f wire.PathChallengeFrame
+			f, n, err = wire.ParsePathChallengeFrame(b)
+			if err == nil {
+				s.queueControl(controlFrame{kind: kindPathResponse, data: f.Data, to: from})
+			}
+		case wire.FramePathResponse:
+			var f wire.PathResponseFrame
+			f, n, err = wire.ParsePathResponseFrame(b)
+			if err == nil && !s.cur.validated && f.Data == s.cur.challenge && !s.cur.challengeSent.IsZero() {
+				s.log.Debug("path validated", "addr", s.cur.addr)
+				s.cur.validated = true
+			}
+		case wire.FrameClose:
+			var f wire.CloseFrame
+			f, n, err = wire.ParseCloseFrame(b)
+			if err == nil {
+				s.log.Debug("peer closed session", "code", f.ErrorCode, "reason", f.Reason)
+				s.setCloseErr(&SessionError{Code: f.ErrorCode, Reason: f.Reason, Remote: true})
+				s.setState(stateDraining)
+				s.closeAt = now.Add(closeLingerPTOs * s.pto())
+				return ackEliciting, errSessionEnded
+			}
+		case wire.FrameDatagram:
+			var f wire.DatagramFrame
+			f, n, err = wire.ParseDatagramFrame(b)
+			if err == nil {
+				if s.cfg.MaxDatagramSize < 0 || len(f.Data) > s.cfg.MaxDatagramSize {
+					s.protocolError(wire.ProtocolViolation, "datagram larger than allowed", now)
+					return false, errSessionEnded
+				}
+				select {
+				case s.datagramsIn <- append([]byte(nil), f.Data...):
+				default:
+					s.dgramDrops++
+				}
+			}
+		default:
+			err = wire.ErrUnknownFrame
+		}
+		if err != nil {
+			if err != errSessionEnded {
+				s.protocolError(wire.FrameEncodingError, "malformed "+t.String()+" frame", now)
+			}
+			return false, err
+		}
+		b = b[n:]
+	}
+	return ackEliciting, nil
+}
+
+func (s *Session) stream(id uint64) *Stream {
+	s.mu.Lock()
+	st := s.streams[id]
+	s.mu.Unlock()
+	return st
+}
+
+func (s *Session) rescheduleAll() {
+	s.mu.Lock()
+	var ready []*Stream
+	for _, st := range s.streams {
+		if !st.queued {
+			ready = append(ready, st)
+		}
+	}
+	s.mu.Unlock()
+	credit := s.peerMaxData - s.sentData
+	for _, st := range ready {
+		st.mu.Lock()
+		w := st.hasSendWorkLocked(credit)
+		st.mu.Unlock()
+		if w {
+			s.scheduleStream(st)
+		}
+	}
+}
+
+func (s *Session) onAck(now time.Time) error {
+	s.ranges = s.ranges[:0]
+	for _, r := range s.ackBuf.Ranges {
+		s.ranges = append(s.ranges, ackhandler.Range{Smallest: r.Smallest, Largest: r.Largest})
+	}
+	delay := time.Duration(s.ackBuf.DelayMicros) * time.Microsecond
+	if err := s.sph.ReceivedAck(now, s.ranges, delay); err != nil {
+		s.protocolError(wire.ProtocolViolation, "acknowledgement of an unsent packet", now)
+		return errSessionEnded
+	}
+	if len(s.ranges) > 0 && s.ranges[0].Largest >= s.phaseFirstPN {
+		s.phaseAcked = true
+	}
+	s.rttNanos.Store(int64(s.rtt.SmoothedRTT()))
+	return nil
+}
+
+// peerStream returns the stream id for an incoming frame, opening it (and
+// any lower-numbered ones) if the peer is starting it. It returns nil for a
+// stream already finished and forgotten.
+func (s *Session) peerStream(id uint64, now time.Time) (*Stream, error) {
+	s.mu.Lock()
+	if st := s.streams[id]; st != nil {
+		s.mu.Unlock()
+		return st, nil
+	}
+	peerOpened := (id%2 == 1) == s.initiator
+	if !peerOpened {
+		n := id / 2
+		s.mu.Unlock()
+		if n >= s.nextStreamN {
+			s.protocolError(wire.StreamStateError, "frame for a stream we never opened", now)
+			return nil, errSessionEnded
+		}
+		return nil, nil // ours, finished
+	}
+	n := id / 2
+	if n < s.peerOpened {
+		s.mu.Unlock()
+		return nil, nil // finished and forgotten
+	}
+	if n >= s.maxIncoming {
+		s.mu.Unlock()
+		s.protocolError(wire.StreamLimitError, "too many streams", now)
+		return nil, errSessionEnded
+	}
+	var st *Stream
+	for ; s.peerOpened <= n; s.peerOpened++ {
+		sid := s.peerOpened*2 + id%2
+		st = newStream(s, sid, s.peerParams.InitialMaxStreamData, uint64(s.cfg.StreamWindow))
+		s.streams[sid] = st
+		s.acceptQ = append(s.acceptQ, st)
+	}
+	s.mu.Unlock()
+	wake(s.acceptCh)
+	return st, nil
+}
+
+func (s *Session) onStreamFrame(f *wire.StreamFrame, now time.Time) error {
+	st, err := s.peerStream(f.StreamID, now)
+	if err != nil || st == nil {
+		return err
+	}
+	grew, code, err := st.onStreamFrame(f.Offset, f.Data, f.Fin)
+	if err != nil {
+		s.protocolError(code, err.Error(), now)
+		return errSessionEnded
+	}
+	return s.countReceived(grew, now)
+}
+
+func (s *Session) onResetStream(f *wire.ResetStreamFrame, now time.Time) error {
+	st, err := s.peerStream(f.StreamID, now)
+	if err != nil || st == nil {
+		return err
+	}
+	grew, code, err := st.onResetStream(ErrorCode(f.ErrorCode), f.FinalSize)
+	if err != nil {
+		s.protocolError(code, err.Error(), now)
+		return errSessionEnded
+	}
+	return s.countReceived(grew, now)
+}
+
+// countReceived applies session-level flow control to newly received bytes.
+func (s *Session) countReceived(grew uint64, now time.Time) error {
+	if grew == 0 {
+		return nil
+	}
+	s.flowMu.Lock()
+	s.recvHighest += grew
+	over := s.recvHighest > s.recvMaxSent
+	s.flowMu.Unlock()
+	if over {
+		s.protocolError(wire.FlowControlError, "session flow control exceeded", now)
+		return errSessionEnded
+	}
+	return nil
+}
+
+// protocolError closes the session because the peer broke the protocol.
+func (s *Session) protocolError(code ErrorCode, reason string, now time.Time) {
+	s.log.Debug("protocol error", "code", code, "reason", reason)
+	s.closeLocal(closeRequest{code: code, reason: reason}, now)
+}
+
+func (s *Session) closeLocal(req closeRequest, now time.Time) {
+	switch s.state {
+	case stateHandshaking:
+		s.startErr = ErrClosed
+		s.setCloseErr(ErrClosed)
+		s.setState(stateClosed)
+		return
+	case stateEstablished:
+	default:
+		return
+	}
+	s.setCloseErr(&SessionError{Code: req.code, Reason: req.reason})
+	s.closeFrame = controlFrame{kind: kindClose, v: uint64(req.code)}
+	s.closeReason = req.reason
+	s.setState(stateClosing)
+	s.closeAt = now.Add(closeLingerPTOs * s.pto())
+	s.sendClose(now)
+}
+
+// --- loss recovery callbacks (run on the loop) ---
+
+type sessionCallbacks Session
+
+func (c *sessionCallbacks) OnFrameAcked(f ackhandler.Frame) {
+	s := (*Session)(c)
+	if f.Kind == kindStream {
+		if st := s.stream(f.StreamID); st != nil {
+			st.onFrameAcked(f.Offset, f.Length, f.Fin)
+		}
+	}
+}
+
+func (c *sessionCallbacks) OnFrameLost(f ackhandler.Frame) {
+	s := (*Session)(c)
+	switch f.Kind {
+	case kindStream:
+		if st := s.stream(f.StreamID); st != nil && st.onFrameLost(f.Offset, f.Length, f.Fin) {
+			s.scheduleStream(st)
+		}
+	case kindMaxData, kindMaxStreams:
+		s.queueControl(controlFrame{kind: f.Kind})
+	case kindMaxStreamData:
+		if st := s.stream(f.StreamID); st != nil {
+			s.queueControl(controlFrame{kind: kindMaxStreamData, id: f.StreamID})
+		}
+	case kindResetStream:
+		s.queueControl(controlFrame{kind: kindResetStream, id: f.StreamID, v: f.Length, v2: f.Offset})
+	case kindStopSending:
+		s.queueControl(controlFrame{kind: kindStopSending, id: f.StreamID, v: f.Length})
+	}
+}

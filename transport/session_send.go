@@ -1,0 +1,361 @@
+package transport
+
+import (
+	"crypto/rand"
+	"errors"
+	"time"
+
+	"github.com/parley-p2p/parley/transport/internal/aead"
+	"github.com/parley-p2p/parley/transport/internal/ackhandler"
+	"github.com/parley-p2p/parley/transport/internal/wire"
+)
+
+// errSessionEnded stops frame processing once the session is closing.
+var errSessionEnded = errors.New("transport: session ended")
+
+func randRead(b []byte) { rand.Read(b) }
+
+// sendPackets sends what the session has to send now, within the
+// congestion window, the pacing rate and the anti-amplification limit.
+func (s *Session) sendPackets(now time.Time) {
+	if s.state != stateEstablished {
+		return
+	}
+	s.sendPathResponses(now)
+	s.pacingUntil = time.Time{}
+	for i := 0; i < maxBurst; i++ {
+		probe := s.probes > 0
+		ackDue := s.ackDue(now)
+		work := s.hasWork()
+		if !work && !ackDue && !probe {
+			return
+		}
+		if !probe {
+			if !s.sph.SendAllowed(now) {
+				if ackDue {
+					s.sendPacket(now, true, false)
+				}
+				return
+			}
+			if t := s.sph.NextSendTime(now); t.After(now) {
+				if ackDue {
+					s.sendPacket(now, true, false)
+				}
+				s.pacingUntil = t
+				return
+			}
+		}
+		if !s.cur.canSend(s.cfg.MaxPacketSize) {
+			return
+		}
+		if !s.sendPacket(now, !work && !probe, probe) {
+			return
+		}
+		if probe {
+			s.probes--
+		}
+	}
+	// More to send: come back after looking at incoming packets.
+	s.wake()
+}
+
+func (s *Session) ackDue(now time.Time) bool {
+	d := s.rpt.AckDeadline()
+	return !d.IsZero() && !now.Before(d)
+}
+
+// hasWork reports whether anything but an ACK is waiting to be sent.
+func (s *Session) hasWork() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.control) > 0 || len(s.datagramsOut) > 0 || len(s.sendQueue) > 0
+}
+
+// sendPacket builds, seals and sends one packet. ackOnly limits it to an
+// ACK; probe forces an ack-eliciting packet (a PING if nothing else). It
+// reports whether a packet was sent.
+func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
+	buf := s.sendBuf[:0]
+	pn := s.nextPN
+	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
+	buf = hdr.Append(buf)
+	limit := s.cfg.MaxPacketSize - aead.Overhead
+	if pm := int(s.peerParams.MaxUDPPayloadSize); pm >= 1200 && pm < s.cfg.MaxPacketSize {
+		limit = pm - aead.Overhead
+	}
+	frames := s.frames[:0]
+	ackEliciting := false
+
+	// ACK first: it is small and keeps the peer's sender going.
+	if !s.rpt.AckDeadline().IsZero() || ackOnly {
+		var delay time.Duration
+		s.ranges, delay = s.rpt.AppendAckRanges(s.ranges[:0], now)
+		if len(s.ranges) > 0 {
+			s.ackBuf.Ranges = s.ackBuf.Ranges[:0]
+			for _, r := range s.ranges {
+				s.ackBuf.Ranges = append(s.ackBuf.Ranges, wire.AckRange{Smallest: r.Smallest, Largest: r.Largest})
+			}
+			s.ackBuf.DelayMicros = uint64(delay / time.Microsecond)
+			for len(s.ackBuf.Ranges) > 1 && len(buf)+s.ackBuf.Length() > limit {
+				s.ackBuf.Ranges = s.ackBuf.Ranges[:len(s.ackBuf.Ranges)-1]
+			}
+			buf = s.ackBuf.Append(buf)
+		}
+	}
+	if !ackOnly {
+		buf, frames, ackEliciting = s.appendControl(buf, frames, limit)
+		buf, frames, ackEliciting = s.appendDatagrams(buf, frames, limit, ackEliciting)
+		var streamed bool
+		buf, frames, streamed = s.appendStreams(buf, frames, limit)
+		ackEliciting = ackEliciting || streamed
+	}
+	if probe && !ackEliciting {
+		f := wire.PingFrame{}
+		buf = f.Append(buf)
+		frames = append(frames, ackhandler.Frame{Kind: kindPing})
+		ackEliciting = true
+	}
+	if len(buf) == wire.DataHeaderLen {
+		return false
+	}
+	s.frames = frames
+	s.seal(buf, pn, now, ackEliciting, frames, s.cur)
+	return true
+}
+
+// seal encrypts the packet in buf (header and plaintext frames), sends it
+// on p, and records it for loss recovery.
+func (s *Session) seal(buf []byte, pn uint64, now time.Time, ackEliciting bool, frames []ackhandler.Frame, p *path) {
+	// Pad tiny packets so the ciphertext is long enough for any future
+	// header protection sample; it costs a few bytes on ACK-only packets.
+	if len(buf) < wire.DataHeaderLen+4 {
+		buf = wire.AppendPadding(buf, wire.DataHeaderLen+4-len(buf))
+	}
+	out := s.sealer.Seal(buf[wire.DataHeaderLen:wire.DataHeaderLen], buf[:wire.DataHeaderLen], buf[wire.DataHeaderLen:], pn)
+	pkt := buf[:wire.DataHeaderLen+len(out)]
+	s.nextPN++
+	s.ep.write(pkt, p.udpAddr)
+	p.sentBytes += uint64(len(pkt))
+	s.sph.SentPacket(now, pn, len(pkt), ackEliciting, frames)
+	s.lastSent = now
+	s.keyPhaseN++
+	s.mu.Lock()
+	s.stats.PacketsSent++
+	s.stats.BytesSent += uint64(len(pkt))
+	s.mu.Unlock()
+	if (s.keyPhaseN >= s.cfg.KeyUpdatePackets || now.Sub(s.keyPhaseAt) >= s.cfg.KeyUpdateInterval) &&
+		s.phaseAcked && s.sealer.KeyPhase() == s.opener.KeyPhase() {
+		s.log.Debug("key update", "packets", s.keyPhaseN)
+		s.updateSendKey(now)
+	}
+}
+
+// appendControl adds queued control frames that fit.
+func (s *Session) appendControl(buf []byte, frames []ackhandler.Frame, limit int) ([]byte, []ackhandler.Frame, bool) {
+	s.mu.Lock()
+	queue := s.control
+	s.control = nil
+	s.mu.Unlock()
+	ackEliciting := false
+	var rest []controlFrame
+	seen := uint32(0) // bit per kind: coalesce session-wide duplicates
+	for i, c := range queue {
+		var enc []byte
+		rec := ackhandler.Frame{Kind: c.kind, StreamID: c.id}
+		switch c.kind {
+		case kindPing:
+			if seen&(1<<kindPing) != 0 || ackEliciting {
+				continue
+			}
+			f := wire.PingFrame{}
+			enc = f.Append(s.scratch[:0])
+		case kindMaxData:
+			if seen&(1<<kindMaxData) != 0 {
+				continue
+			}
+			s.flowMu.Lock()
+			v := s.recvMaxSent
+			s.flowMu.Unlock()
+			f := wire.MaxDataFrame{Maximum: v}
+			enc = f.Append(s.scratch[:0])
+		case kindMaxStreams:
+			if seen&(1<<kindMaxStreams) != 0 {
+				continue
+			}
+			s.mu.Lock()
+			s.maxIncoming = s.peerOpenedLive() + uint64(s.cfg.MaxIncomingStreams)
+			v := s.maxIncoming
+			s.mu.Unlock()
+			f := wire.MaxStreamsFrame{Maximum: v}
+			enc = f.Append(s.scratch[:0])
+		case kindMaxStreamData:
+			st := s.stream(c.id)
+			if st == nil {
+				continue
+			}
+			st.mu.Lock()
+			v, done := st.maxSent, st.finKnown || st.readClosed || st.recvErr != nil
+			st.mu.Unlock()
+			if done {
+				continue
+			}
+			f := wire.MaxStreamDataFrame{StreamID: c.id, Maximum: v}
+			enc = f.Append(s.scratch[:0])
+		case kindResetStream:
+			f := wire.ResetStreamFrame{StreamID: c.id, ErrorCode: c.v, FinalSize: c.v2}
+			enc = f.Append(s.scratch[:0])
+			rec.Length, rec.Offset = c.v, c.v2
+		case kindStopSending:
+			f := wire.StopSendingFrame{StreamID: c.id, ErrorCode: c.v}
+			enc = f.Append(s.scratch[:0])
+			rec.Length = c.v
+		case kindPathChallenge:
+			if c.to != s.cur.addr || s.cur.validated {
+				continue
+			}
+			f := wire.PathChallengeFrame{Data: c.data}
+			enc = f.Append(s.scratch[:0])
+		case kindPathResponse:
+			f := wire.PathResponseFrame{Data: c.data}
+			enc = f.Append(s.scratch[:0])
+		default:
+			continue
+		}
+		if len(buf)+len(enc) > limit {
+			rest = append(rest, queue[i:]...)
+			break
+		}
+		seen |= 1 << c.kind
+		buf = append(buf, enc...)
+		frames = append(frames, rec)
+		ackEliciting = true
+	}
+	if len(rest) > 0 {
+		s.mu.Lock()
+		s.control = append(rest, s.control...)
+		s.mu.Unlock()
+	}
+	return buf, frames, ackEliciting
+}
+
+// peerOpenedLive is how many peer-opened streams are finished; the peer may
+// open MaxIncomingStreams beyond that. Called with s.mu held.
+func (s *Session) peerOpenedLive() uint64 {
+	live := uint64(0)
+	for id := range s.streams {
+		if (id%2 == 1) == s.initiator {
+			live++
+		}
+	}
+	return s.peerOpened - live
+}
+
+func (s *Session) appendDatagrams(buf []byte, frames []ackhandler.Frame, limit int, ackEliciting bool) ([]byte, []ackhandler.Frame, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.datagramsOut) > 0 {
+		d := s.datagramsOut[0]
+		f := wire.DatagramFrame{Data: d}
+		if len(buf)+f.Length() > limit {
+			break
+		}
+		buf = f.Append(buf)
+		frames = append(frames, ackhandler.Frame{Kind: kindDatagram})
+		ackEliciting = true
+		s.datagramsOut[0] = nil
+		s.datagramsOut = s.datagramsOut[1:]
+	}
+	return buf, frames, ackEliciting
+}
+
+// appendStreams fills the rest of the packet with stream data, taking the
+// streams in the send queue in turn.
+func (s *Session) appendStreams(buf []byte, frames []ackhandler.Frame, limit int) ([]byte, []ackhandler.Frame, bool) {
+	any := false
+	for limit-len(buf) > 24 {
+		s.mu.Lock()
+		if len(s.sendQueue) == 0 {
+			s.mu.Unlock()
+			break
+		}
+		st := s.sendQueue[0]
+		s.mu.Unlock()
+
+		credit := s.peerMaxData - min(s.peerMaxData, s.sentData)
+		out, rec, newBytes, ok, more := st.appendFrame(buf, limit-len(buf), credit)
+		if ok {
+			buf = out
+			frames = append(frames, rec)
+			s.sentData += newBytes
+			any = true
+		}
+		if more && !ok {
+			break // packet full
+		}
+		if !more {
+			s.mu.Lock()
+			st.queued = false
+			if len(s.sendQueue) > 0 && s.sendQueue[0] == st {
+				s.sendQueue[0] = nil
+				s.sendQueue = s.sendQueue[1:]
+			}
+			s.mu.Unlock()
+			// A Write may have added data after appendFrame looked.
+			st.mu.Lock()
+			w := st.hasSendWorkLocked(s.peerMaxData - min(s.peerMaxData, s.sentData))
+			st.mu.Unlock()
+			if w {
+				s.scheduleStream(st)
+			}
+		}
+	}
+	// Round robin: the stream at the head goes to the back after a packet.
+	s.mu.Lock()
+	if len(s.sendQueue) > 1 {
+		s.sendQueue = append(s.sendQueue[1:], s.sendQueue[0])
+	}
+	s.mu.Unlock()
+	return buf, frames, any
+}
+
+// sendPathResponses answers PATH_CHALLENGEs that came from an address other
+// than the current path, on that address (RFC 9000 §8.2.2).
+func (s *Session) sendPathResponses(now time.Time) {
+	s.mu.Lock()
+	var others []controlFrame
+	kept := s.control[:0]
+	for _, c := range s.control {
+		if c.kind == kindPathResponse && c.to != s.cur.addr {
+			others = append(others, c)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	s.control = kept
+	s.mu.Unlock()
+	for _, c := range others {
+		buf := s.sendBuf[:0]
+		pn := s.nextPN
+		hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
+		buf = hdr.Append(buf)
+		f := wire.PathResponseFrame{Data: c.data}
+		buf = f.Append(buf)
+		s.seal(buf, pn, now, false, nil, newPath(c.to, false))
+	}
+}
+
+// sendClose sends a packet holding only the CLOSE frame.
+func (s *Session) sendClose(now time.Time) {
+	buf := s.sendBuf[:0]
+	pn := s.nextPN
+	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
+	buf = hdr.Append(buf)
+	reason := s.closeReason
+	if max := s.cfg.MaxPacketSize - aead.Overhead - len(buf) - 20; len(reason) > max {
+		reason = reason[:max]
+	}
+	f := wire.CloseFrame{ErrorCode: ErrorCode(s.closeFrame.v), Reason: reason}
+	buf = f.Append(buf)
+	s.lastCloseSent = now
+	s.seal(buf, pn, now, false, nil, s.cur)
+}
