@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parley-p2p/parley/transport/internal/aead"
 	"github.com/parley-p2p/parley/transport/internal/ackhandler"
+	"github.com/parley-p2p/parley/transport/internal/aead"
 	"github.com/parley-p2p/parley/transport/internal/congestion"
 	"github.com/parley-p2p/parley/transport/internal/handshake"
 	"github.com/parley-p2p/parley/transport/internal/replay"

@@ -4,8 +4,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/parley-p2p/parley/transport/internal/aead"
 	"github.com/parley-p2p/parley/transport/internal/ackhandler"
+	"github.com/parley-p2p/parley/transport/internal/aead"
 	"github.com/parley-p2p/parley/transport/internal/handshake"
 	"github.com/parley-p2p/parley/transport/internal/wire"
 )

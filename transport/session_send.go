@@ -5,8 +5,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/parley-p2p/parley/transport/internal/aead"
 	"github.com/parley-p2p/parley/transport/internal/ackhandler"
+	"github.com/parley-p2p/parley/transport/internal/aead"
 	"github.com/parley-p2p/parley/transport/internal/wire"
 )
 
