@@ -26,16 +26,20 @@ type RTTStats struct {
 	smoothed    time.Duration
 	rttvar      time.Duration
 	maxAckDelay time.Duration
+	ackDelaySet bool // maxAckDelay was set; otherwise DefaultMaxAckDelay
 	hasSample   bool
 }
 
 // SetMaxAckDelay records the peer's max_ack_delay: the longest it promises to
 // hold back an acknowledgement. Ack delays it reports are clamped to it.
-func (r *RTTStats) SetMaxAckDelay(d time.Duration) { r.maxAckDelay = d }
+func (r *RTTStats) SetMaxAckDelay(d time.Duration) {
+	r.maxAckDelay = max(d, 0)
+	r.ackDelaySet = true
+}
 
 // MaxAckDelay returns the peer's max_ack_delay.
 func (r *RTTStats) MaxAckDelay() time.Duration {
-	if r.maxAckDelay == 0 {
+	if !r.ackDelaySet {
 		return DefaultMaxAckDelay
 	}
 	return r.maxAckDelay
