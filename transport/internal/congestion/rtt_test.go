@@ -30,7 +30,7 @@ func TestRTTStatsRFC9002(t *testing.T) {
 	// Second sample: ack delay 50 ms is clamped to max_ack_delay 25 ms and
 	// subtracted: adjusted = 175 ms.
 	r.UpdateRTT(200*ms, 50*ms)
-	wantVar := (3*50*ms + 75*ms) / 4   // 56.25 ms
+	wantVar := (3*50*ms + 75*ms) / 4    // 56.25 ms
 	wantSRTT := (7*100*ms + 175*ms) / 8 // 109.375 ms
 	if r.RTTVar() != wantVar || r.SmoothedRTT() != wantSRTT || r.MinRTT() != 100*ms || r.LatestRTT() != 200*ms {
 		t.Fatalf("second sample: srtt %v (want %v) rttvar %v (want %v) min %v", r.SmoothedRTT(), wantSRTT, r.RTTVar(), wantVar, r.MinRTT())

@@ -42,10 +42,10 @@ type simResult struct {
 type simEventKind uint8
 
 const (
-	evArrive simEventKind = iota // data packet reaches the receiver
-	evAck                        // ACK reaches the sender
-	evAckTimer                   // receiver's delayed-ACK timer
-	evSenderWake                 // sender's pacing or loss timer
+	evArrive     simEventKind = iota // data packet reaches the receiver
+	evAck                            // ACK reaches the sender
+	evAckTimer                       // receiver's delayed-ACK timer
+	evSenderWake                     // sender's pacing or loss timer
 )
 
 type simEvent struct {
