@@ -85,7 +85,8 @@ func PacketTypeOf(b []byte) (PacketType, error) {
 // ParseDestCID returns the receiver's CID from a response, cookie reply or
 // data packet (all carry it at offset 4), so the receive loop can route a
 // datagram to its session before parsing it further. It checks the common
-// header and the length for the type, which drops malformed datagrams before
+// header and the length for the type (exact for the handshake packets, at
+// least MinDataPacketLen for data), which drops malformed datagrams before
 // any lookup. An initiation has no destination CID (ErrNoDestCID): it is
 // routed to the listener.
 func ParseDestCID(b []byte) (ConnID, error) {
@@ -95,8 +96,8 @@ func ParseDestCID(b []byte) (ConnID, error) {
 	}
 	switch t {
 	case TypeData:
-		if len(b) < DataHeaderLen {
-			return ConnID{}, ErrTruncated
+		if len(b) < MinDataPacketLen {
+			return ConnID{}, ErrPacketLength
 		}
 	case TypeResponse:
 		if len(b) != ResponseLen {

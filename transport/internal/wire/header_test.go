@@ -232,8 +232,11 @@ func TestDataHeader(t *testing.T) {
 			if _, err := ParseDataHeader(b[:i]); !errors.Is(err, ErrTruncated) {
 				t.Errorf("%d-byte prefix: err = %v", i, err)
 			}
-			if _, err := ParseDestCID(b[:i]); err == nil {
-				t.Errorf("ParseDestCID of %d-byte prefix succeeded", i)
+		}
+		// Routing drops data packets too short to hold a frame and a tag.
+		for i := range MinDataPacketLen {
+			if _, err := ParseDestCID(pkt[:i]); err == nil {
+				t.Errorf("ParseDestCID of %d-byte packet succeeded", i)
 			}
 		}
 	}
