@@ -57,6 +57,9 @@
 // ideal path costs no goroutine switch. Link timings are computed from each
 // datagram's own arrival time, so under synctest they are exact to the
 // nanosecond, and in real time a late timer does not add up along a path.
+// In real time datagrams arrive late by the timer's slack, up to about a
+// millisecond on an idle Linux machine, and a fast link's datagrams then
+// arrive in bursts; tests that measure RTTs finely belong in synctest.
 //
 // # Determinism
 //

@@ -31,7 +31,8 @@ type Host struct {
 }
 
 // NewHost attaches a new host to n with the next free address; l is its link
-// in both directions (see SetLinks to set them apart).
+// in both directions (see SetLinks to set them apart). The name must be
+// unique among hosts and NATs: it keys Stats.
 func (w *World) NewHost(name string, n *Network, l Link) *Host {
 	h := &Host{w: w, name: name, conns: make(map[uint16]*Conn)}
 	h.ifc = newIface(h, l, l)

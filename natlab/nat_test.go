@@ -340,3 +340,32 @@ func TestNATPortsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestDoubleNAT puts a home NAT behind a carrier-grade NAT: the server sees
+// the outer NAT's address, and replies find their way back through both.
+func TestDoubleNAT(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := New(Config{})
+		defer w.Close()
+		inet := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
+		cgnNet := w.NewNetwork("cgn", netip.MustParsePrefix("100.64.0.0/24"))
+		home := w.NewNetwork("home", netip.MustParsePrefix("192.168.1.0/24"))
+		cgn := w.NewNAT("cgn", NATConfig{Inside: cgnNet, Outside: inet, Filtering: AddressAndPortDependent})
+		router := w.NewNAT("router", NATConfig{Inside: home, Outside: cgnNet, Filtering: AddressDependent})
+		if !cgnNet.Prefix().Contains(router.PublicAddr()) || router.InsideAddr() != netip.MustParseAddr("192.168.1.1") {
+			t.Fatalf("router addresses: public %v, inside %v", router.PublicAddr(), router.InsideAddr())
+		}
+		hc := listen(t, w.NewHost("laptop", home, Link{}), ":0")
+		sc := listen(t, w.NewHost("server", inet, Link{Delay: 20 * time.Millisecond}), ":443")
+
+		send(t, hc, addrOf(sc), []byte("hello"))
+		_, from := recv(t, sc, time.Minute)
+		if from.Addr() != cgn.PublicAddr() {
+			t.Fatalf("server saw %v, want the CGN's address %v", from, cgn.PublicAddr())
+		}
+		send(t, sc, from, []byte("back"))
+		if got, src := recv(t, hc, time.Minute); string(got) != "back" || src != addrOf(sc) {
+			t.Fatalf("laptop got %q from %v", got, src)
+		}
+	})
+}

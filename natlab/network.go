@@ -49,7 +49,8 @@ func newIface(n node, up, down Link) *iface {
 	return ifc
 }
 
-// NewNetwork adds a network for the IPv4 prefix p (at most /30). Hosts and
+// NewNetwork adds a network for the IPv4 prefix p (at most /30); its name
+// must be unique among networks. Hosts and
 // NAT outsides get addresses from .2 upwards in order of attachment; .1 is
 // kept for the gateway of a NAT whose Inside this is.
 func (w *World) NewNetwork(name string, p netip.Prefix) *Network {
@@ -65,8 +66,13 @@ func (w *World) NewNetwork(name string, p netip.Prefix) *Network {
 		next:   p.Addr().Next().Next(),
 	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, o := range w.nets {
+		if o.name == name {
+			panic(fmt.Sprintf("natlab: network name %q already used", name))
+		}
+	}
 	w.nets = append(w.nets, n)
-	w.mu.Unlock()
 	return n
 }
 
