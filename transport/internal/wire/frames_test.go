@@ -444,3 +444,30 @@ func TestCloseFrame(t *testing.T) {
 		t.Errorf("invalid UTF-8: %q, %v", g.Reason, err)
 	}
 }
+
+func TestAckRangeLenAndEmptyAppend(t *testing.T) {
+	if n := (AckRange{Smallest: 70, Largest: 80}).Len(); n != 11 {
+		t.Errorf("Len() = %d, want 11", n)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Append of an ACK without ranges did not panic")
+		}
+	}()
+	(&AckFrame{}).Append(nil)
+}
+
+func TestErrorCodeStrings(t *testing.T) {
+	// The names are the §2.1 table's.
+	want := map[ErrorCode]string{
+		0x0: "NO_ERROR", 0x1: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR",
+		0x4: "STREAM_LIMIT_ERROR", 0x5: "STREAM_STATE_ERROR", 0x6: "FINAL_SIZE_ERROR",
+		0x7: "FRAME_ENCODING_ERROR", 0xa: "PROTOCOL_VIOLATION", 0x100: "IDLE_TIMEOUT",
+		0x200: "APPLICATION_ERROR", 0x2: "ErrorCode(0x2)",
+	}
+	for c, name := range want {
+		if got := c.String(); got != name {
+			t.Errorf("ErrorCode(%#x).String() = %q, want %q", uint64(c), got, name)
+		}
+	}
+}

@@ -313,3 +313,23 @@ func TestHandshakeParamsIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestParseDestCIDErrors(t *testing.T) {
+	_, resp, cookie := testPackets()
+	for _, tc := range []struct {
+		desc string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, ErrTruncated},
+		{"STUN", []byte{0x00, 0x01, 0x00, 0x00}, ErrNotParley},
+		{"unknown type", []byte{0xc1, 9, 0, 0}, ErrPacketType},
+		{"long response", append(resp.Append(nil), 0), ErrPacketLength},
+		{"short cookie reply", cookie.Append(nil)[:CookieReplyLen-1], ErrPacketLength},
+		{"36-byte data packet", append((&DataHeader{}).Append(nil), make([]byte, 16)...), ErrPacketLength},
+	} {
+		if _, err := ParseDestCID(tc.b); !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", tc.desc, err, tc.want)
+		}
+	}
+}
