@@ -12,6 +12,11 @@ import (
 // rate-limited ones. The sender keeps at most window datagrams unread, fewer
 // than the link's queue and the socket buffer hold, so nothing is dropped
 // and the figures are the lab's own cost (ideal) or the emulated rate.
+//
+// Measured on the project's 2-core machine (shared with other work):
+// ideal 1200 B ≈ 3.2–3.8 M pkts/s; 1 Gbit/s with 1200 B ≈ 101.7 k pkts/s
+// (976 Mbit/s of payload, the line rate); 1 Gbit/s with 64 B ≈ 1.35 M
+// pkts/s (line rate); 0 allocs/op everywhere.
 func BenchmarkThroughput(b *testing.B) {
 	for _, bc := range []struct {
 		name   string
