@@ -392,6 +392,13 @@ func testBlock(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	wantState(t, s, a, b, 0)
+	// Bob's request made during the block stands: Alice asking now makes
+	// them mutual.
+	s.RequestContact(ctx(t), b.ID, a.ID, t0)
+	if st, err := s.RequestContact(ctx(t), a.ID, b.ID, t0); err != nil || st != store.Mutual {
+		t.Fatalf("request after unblock = %v, %v; want mutual", st, err)
+	}
+	wantState(t, s, b, a, store.Mutual)
 	if err := s.Unblock(ctx(t), a.ID, b.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unblock twice: %v", err)
 	}

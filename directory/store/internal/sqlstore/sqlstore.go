@@ -604,6 +604,15 @@ func (s *DB) RequestContact(ctx context.Context, from, to int64, now time.Time) 
 			}
 			return setState(ctx, t, to, from, store.Mutual, now)
 		}
+		if theirs == store.Outgoing {
+			// They asked while from blocked them, and from has since
+			// unblocked: their request stands, so this makes it mutual.
+			result = store.Mutual
+			if err := setState(ctx, t, from, to, store.Mutual, now); err != nil {
+				return err
+			}
+			return setState(ctx, t, to, from, store.Mutual, now)
+		}
 		result = store.Outgoing
 		if err := setState(ctx, t, from, to, store.Outgoing, now); err != nil {
 			return err
