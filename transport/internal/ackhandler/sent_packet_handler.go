@@ -21,11 +21,12 @@ const (
 	// Reordering adaptation (after Linux RACK's reo_wnd and TCP's
 	// tp->reordering): each spurious loss widens the time threshold by an
 	// eighth of an RTT, up to two RTTs, and raises the packet threshold
-	// past the reordering seen, up to maxPacketThreshold. After
-	// reoDecayLosses real losses without a spurious one, the thresholds
-	// step back towards the RFC's.
+	// past the reordering seen, up to maxPacketThreshold (beyond which
+	// the time threshold alone decides, as in RACK). After reoDecayLosses
+	// loss episodes (real losses at least an RTT apart) without a
+	// spurious one, the thresholds step back towards the RFC's.
 	maxTimeThresholdEighths = 16
-	maxPacketThreshold      = 128
+	maxPacketThreshold      = 1 << 12
 	reoDecayLosses          = 16
 )
 
@@ -93,6 +94,7 @@ type lostPacket struct {
 	pn       uint64
 	lostTime time.Time
 	distance uint64 // largest acked − pn when declared lost
+	size     int
 	spurious bool   // acknowledged since; to be dropped
 }
 
@@ -133,6 +135,7 @@ type SentPacketHandler struct {
 	pktThreshold    int
 	timeEighths     int
 	lossesSinceReo  int
+	lastRealLoss    time.Time
 
 	stats Stats
 }
@@ -349,7 +352,7 @@ func (h *SentPacketHandler) ReceivedAck(now time.Time, ranges []Range, ackDelay 
 		}
 		p.frames = p.frames[:0]
 	}
-	h.checkSpurious(ranges)
+	h.checkSpurious(now, ranges)
 
 	lostAny := h.detectLosses(now, priorInFlight)
 	if len(h.acked) > 0 || lostAny {
@@ -392,7 +395,7 @@ func (h *SentPacketHandler) validate(ranges []Range) error {
 }
 
 // checkSpurious finds packets declared lost that the ranges acknowledge.
-func (h *SentPacketHandler) checkSpurious(ranges []Range) {
+func (h *SentPacketHandler) checkSpurious(now time.Time, ranges []Range) {
 	j := len(ranges) - 1
 	for k := range h.lost {
 		l := &h.lost[k]
@@ -408,6 +411,7 @@ func (h *SentPacketHandler) checkSpurious(ranges []Range) {
 		l.spurious = true
 		h.stats.SpuriousLosses++
 		h.adaptReordering(l.distance)
+		h.cc.OnSpuriousLoss(now, l.pn, l.size)
 	}
 }
 
@@ -496,7 +500,7 @@ func (h *SentPacketHandler) declareLost(now time.Time, p *sentPacket, priorInFli
 		h.ackElicitingOut--
 		h.rate.OnPacketLost(p.size)
 		h.cc.OnCongestionEvent(now, p.pn, p.size, priorInFlight)
-		h.lost = append(h.lost, lostPacket{pn: p.pn, lostTime: now, distance: h.largestAcked - p.pn})
+		h.lost = append(h.lost, lostPacket{pn: p.pn, lostTime: now, distance: h.largestAcked - p.pn, size: p.size})
 	}
 	for _, f := range p.frames {
 		h.stats.FramesLost++
@@ -526,7 +530,7 @@ func (h *SentPacketHandler) trim(now time.Time) {
 		switch {
 		case l.spurious:
 		case !l.lostTime.After(expiry):
-			h.onRealLoss()
+			h.onRealLoss(l.lostTime)
 		default:
 			h.lost[k] = l
 			k++
@@ -535,9 +539,13 @@ func (h *SentPacketHandler) trim(now time.Time) {
 	h.lost = h.lost[:k]
 }
 
-// onRealLoss counts a loss that was not spurious, and steps the reordering
-// thresholds back after enough of them.
-func (h *SentPacketHandler) onRealLoss() {
+// onRealLoss counts a loss, declared at lostTime, that was not spurious, and
+// steps the reordering thresholds back after enough loss episodes.
+func (h *SentPacketHandler) onRealLoss(lostTime time.Time) {
+	if lostTime.Sub(h.lastRealLoss) < h.rtt.SmoothedRTT() {
+		return // the same episode
+	}
+	h.lastRealLoss = lostTime
 	h.lossesSinceReo++
 	if h.lossesSinceReo < reoDecayLosses {
 		return

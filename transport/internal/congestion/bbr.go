@@ -27,7 +27,7 @@ const (
 	// is taken as a full queue rather than random loss. Random loss of
 	// a few percent never trips it; a drop-tail queue overflowing does.
 	bbrLossThresh     = 0.15
-	bbrLossMinPackets = 3
+	bbrLossMinPackets = 8
 	// bbrLossBeta scales the in-flight volume of a heavy-loss round into
 	// the inflight_hi bound.
 	bbrLossBeta = 0.7
@@ -109,10 +109,15 @@ type bbr struct {
 	cycleStamp time.Time
 	rng        uint64
 
-	// Loss guard, per round.
+	// Loss guard. A round's losses are judged one round after it ends,
+	// once losses that were only reordering have been reported spurious
+	// and taken back: pending* hold the round awaiting judgment.
 	roundLost        int
 	roundAcked       int
 	roundMaxInflight int
+	pendingLost      int
+	pendingAcked     int
+	pendingPeak      int
 	inflightHi       int // 0: unbounded
 	hiProbeStep      int
 }
@@ -145,6 +150,15 @@ func (b *bbr) OnPacketAcked(now time.Time, pn uint64, ackedBytes int, priorInFli
 
 func (b *bbr) OnCongestionEvent(now time.Time, lostPN uint64, lostBytes int, priorInFlight int) {}
 
+func (b *bbr) OnSpuriousLoss(now time.Time, pn uint64, bytes int) {
+	// Take it back from the round it was most likely counted in.
+	if d := min(bytes, b.pendingLost); d > 0 {
+		b.pendingLost -= d
+		bytes -= d
+	}
+	b.roundLost -= min(bytes, b.roundLost)
+}
+
 func (b *bbr) OnAck(now time.Time, priorInFlight, bytesInFlight int, rs RateSample) {
 	b.roundLost += rs.LostBytes
 	b.roundAcked += rs.AckedBytes
@@ -173,16 +187,18 @@ func (b *bbr) updateRound(rs RateSample) {
 	}
 }
 
-// checkLossGuard looks at the round that just ended. It is the only place
-// loss changes BBR's behaviour.
+// checkLossGuard runs when a round ends. It is the only place loss changes
+// BBR's behaviour. It judges the round before the one that just ended, so
+// that reordering mistaken for loss has been taken back by OnSpuriousLoss.
 func (b *bbr) checkLossGuard(now time.Time) {
-	lost, acked, peak := b.roundLost, b.roundAcked, b.roundMaxInflight
+	lost, acked, peak := b.pendingLost, b.pendingAcked, b.pendingPeak
+	b.pendingLost, b.pendingAcked, b.pendingPeak = b.roundLost, b.roundAcked, b.roundMaxInflight
 	b.roundLost, b.roundAcked, b.roundMaxInflight = 0, 0, 0
 	heavy := lost >= bbrLossMinPackets*b.mds && float64(lost) > bbrLossThresh*float64(lost+acked)
 	if !heavy {
 		// Raise a bound that holds the window back, faster each round
 		// (like BBRv2's PROBE_UP), and drop it once it no longer binds.
-		if b.inflightHi > 0 && peak+b.mds >= b.inflightHi {
+		if b.inflightHi > 0 && b.pendingPeak+b.mds >= b.inflightHi {
 			b.inflightHi += b.hiProbeStep
 			b.hiProbeStep = min(2*b.hiProbeStep, maxWindowBytes/4)
 			if b.inflightHi >= b.inflight(bbrCwndGain) {

@@ -41,6 +41,10 @@ type Controller interface {
 	OnPacketAcked(now time.Time, pn uint64, ackedBytes int, priorInFlight int)
 	// OnCongestionEvent is called for every in-flight packet declared lost.
 	OnCongestionEvent(now time.Time, lostPN uint64, lostBytes int, priorInFlight int)
+	// OnSpuriousLoss is called when a packet already reported to
+	// OnCongestionEvent is acknowledged after all: it was reordered, not
+	// lost.
+	OnSpuriousLoss(now time.Time, pn uint64, bytes int)
 	// OnAck ends the processing of one ACK frame (or one loss timeout).
 	// bytesInFlight is what remains in flight afterwards.
 	OnAck(now time.Time, priorInFlight, bytesInFlight int, rs RateSample)

@@ -168,6 +168,11 @@ func (c *cubic) OnCongestionEvent(now time.Time, lostPN uint64, lostBytes int, p
 	c.epochStart = time.Time{}
 }
 
+// OnSpuriousLoss does not undo the reduction (RFC 9438 §4.9 allows it): the
+// sent-packet handler widens its reordering thresholds instead, so the next
+// reordering is not mistaken for loss.
+func (c *cubic) OnSpuriousLoss(now time.Time, pn uint64, bytes int) {}
+
 func (c *cubic) OnAck(now time.Time, priorInFlight, bytesInFlight int, rs RateSample) {}
 
 func (c *cubic) OnRetransmissionTimeout(now time.Time) {

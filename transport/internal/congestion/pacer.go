@@ -6,21 +6,29 @@ import (
 )
 
 const (
-	// MinPacingDelay is the shortest wait the pacer asks for. Waking the
-	// run loop more often costs more than the smoothness is worth; the
-	// burst allowance below makes up for the coarser clock, so at high
-	// rates packets leave in GSO-sized batches (about 9 packets of
-	// 1,452 bytes per wake at 100 Mbit/s).
+	// MinPacingDelay is the longest the pacer makes a sender wait to
+	// gather a batch: at 100 Mbit/s it wakes about every millisecond and
+	// sends 8 or 9 packets of 1,452 bytes.
 	MinPacingDelay = time.Millisecond
+	// minPacingWake is the shortest wait the pacer asks for: waking the
+	// run loop more often costs more than the smoothness is worth.
+	minPacingWake = 100 * time.Microsecond
+	// pacingBatchPackets is the batch (GSO-style) the pacer aims for at
+	// high rates, so that a multi-Gbit/s sender is not woken per packet.
+	pacingBatchPackets = 10
 	// minBurstPackets is the burst allowed at low rates.
 	minBurstPackets = 2
 )
 
 // Pacer is a token bucket that spreads a window's packets over the RTT
 // instead of sending them back to back. Tokens (bytes) accrue at the rate
-// returned by the rate function; the bucket holds at most
-// max(2 packets, rate × (MinPacingDelay + TimerGranularity)) so that a sender
-// woken no more often than every MinPacingDelay can still reach the rate.
+// returned by the rate function.
+//
+// The sender is woken once per batch: when a packet's worth of tokens has
+// accrued at low rates, when pacingBatchPackets have at high rates, bounded
+// to [minPacingWake, MinPacingDelay]. The bucket holds twice what accrues
+// between wakes (at least two packets), so a late wake-up does not cost
+// throughput and nothing bursts beyond that.
 //
 // It is not safe for concurrent use.
 type Pacer struct {
@@ -48,15 +56,20 @@ func (p *Pacer) SetMaxDatagramSize(n int) {
 	}
 }
 
+// wakeInterval is how long the pacer lets tokens accrue for one batch.
+func (p *Pacer) wakeInterval(rate uint64) time.Duration {
+	if rate == 0 {
+		return MinPacingDelay
+	}
+	batch := float64(pacingBatchPackets*p.maxDatagramSize) / float64(rate) * float64(time.Second)
+	return time.Duration(min(max(batch, float64(minPacingWake)), float64(MinPacingDelay)))
+}
+
 // maxBurst is the bucket's capacity in bytes.
 func (p *Pacer) maxBurst() int {
 	r := p.rate()
-	b := uint64(minBurstPackets * p.maxDatagramSize)
-	if r > 0 {
-		// rate × 2 ms, computed without overflow for any rate.
-		perWake := r / uint64(time.Second/(MinPacingDelay+TimerGranularity))
-		b = max(b, perWake)
-	}
+	b := float64(minBurstPackets * p.maxDatagramSize)
+	b = max(b, float64(r)*2*p.wakeInterval(r).Seconds())
 	return int(min(b, maxWindowBytes))
 }
 
@@ -100,5 +113,5 @@ func (p *Pacer) TimeUntilSend(now time.Time) time.Time {
 	}
 	need := p.maxDatagramSize - p.budgetAtLast
 	wait := time.Duration(math.Ceil(float64(need) * float64(time.Second) / float64(r)))
-	return p.lastSent.Add(max(wait, MinPacingDelay))
+	return p.lastSent.Add(max(wait, p.wakeInterval(r)))
 }

@@ -22,6 +22,8 @@ type simConfig struct {
 	rtt      time.Duration // propagation round trip
 	buffer   int           // drop-tail queue, bytes
 	loss     float64       // random loss probability on the data path
+	ackLoss  float64       // random loss probability on the ACK path
+	jitter   time.Duration // random extra one-way delay (reorders packets)
 	duration time.Duration
 	warmup   time.Duration // excluded from the steady-state figures
 	mds      int
@@ -31,8 +33,13 @@ type simConfig struct {
 type simResult struct {
 	utilisation       float64 // goodput / link rate, whole run
 	steadyUtilisation float64 // goodput / link rate after warmup
-	maxQueueDelay     time.Duration
-	meanQueueDelay    time.Duration // after warmup
+	// Queue delay seen by packets sent after warmup while the controller
+	// was in steady state (BBR's PROBE_BW, CUBIC's congestion avoidance).
+	maxQueueDelay  time.Duration
+	meanQueueDelay time.Duration
+	steadySent     int // packets sent after warmup
+	steadyDrops    int // of which dropped by the full queue
+	modes          []string // BBR's states in the order entered
 	lost, spurious    uint64
 	queueDrops        int
 	lostFrames        int
@@ -112,6 +119,7 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 		qdSum      time.Duration
 		qdN        int
 		offset     uint64
+		lastDbg    time.Time
 	)
 	push := func(e simEvent) {
 		seq++
@@ -120,8 +128,11 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 	}
 	sendAck := func(now time.Time) {
 		ranges, delay := tr.AppendAckRanges(nil, now)
-		push(simEvent{at: now.Add(oneWay), kind: evAck, ranges: ranges, delay: delay})
 		ackTimerAt = time.Time{}
+		if rng.Float64() < cfg.ackLoss {
+			return
+		}
+		push(simEvent{at: now.Add(oneWay), kind: evAck, ranges: ranges, delay: delay})
 	}
 	frames := make([]ackhandler.Frame, 1)
 	// trySend sends what the window and the pacer allow, then arms the
@@ -135,13 +146,20 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 			frames[0] = ackhandler.Frame{Offset: offset, Length: uint64(cfg.mds)}
 			offset += uint64(cfg.mds)
 			h.SentPacket(now, pn, cfg.mds, true, frames)
+			steady := !now.Before(steadyFrom)
+			if steady {
+				res.steadySent++
+			}
 			// Bottleneck: drop-tail queue, then serialisation.
 			queued := max(linkFree.Sub(now), 0)
 			if float64(cfg.mds)+queued.Seconds()*cfg.rate > float64(cfg.buffer) {
 				res.queueDrops++
+				if steady {
+					res.steadyDrops++
+				}
 				continue
 			}
-			if !now.Before(steadyFrom) {
+			if steady && (congestion.BBRMode(cc) == "PROBE_BW" || (cfg.kind == congestion.KindCUBIC && !cc.InSlowStart())) {
 				qdSum += queued
 				qdN++
 				res.maxQueueDelay = max(res.maxQueueDelay, queued)
@@ -151,7 +169,11 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 			if rng.Float64() < cfg.loss {
 				continue
 			}
-			push(simEvent{at: depart.Add(oneWay), kind: evArrive, pn: pn, size: cfg.mds})
+			arrive := depart.Add(oneWay)
+			if cfg.jitter > 0 {
+				arrive = arrive.Add(time.Duration(rng.Int64N(int64(cfg.jitter))))
+			}
+			push(simEvent{at: arrive, kind: evArrive, pn: pn, size: cfg.mds})
 		}
 		next := h.LossDetectionDeadline()
 		if h.SendAllowed(now) {
@@ -199,6 +221,13 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 				t.Fatalf("ReceivedAck: %v", err)
 			}
 			tr.IgnoreBelow(h.LowestUnconfirmedAck())
+			if debugSim && now.Sub(lastDbg) > 200*time.Millisecond {
+				lastDbg = now
+				t.Logf("%v inflight=%d %s", now.Sub(start), h.BytesInFlight(), congestion.BBRDebug(cc))
+			}
+			if m := congestion.BBRMode(cc); m != "" && (len(res.modes) == 0 || res.modes[len(res.modes)-1] != m) {
+				res.modes = append(res.modes, m)
+			}
 			trySend(now)
 		case evSenderWake:
 			if e.gen == wakeGen {
@@ -217,17 +246,172 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 	return res
 }
 
-func TestSimulationReport(t *testing.T) {
-	const rate = 100e6 / 8
-	for _, kind := range []congestion.Kind{congestion.KindBBR, congestion.KindCUBIC} {
-		for _, loss := range []float64{0, 0.01, 0.02} {
-			r := simulate(t, simConfig{
-				kind: kind, rate: rate, rtt: 50 * time.Millisecond,
-				buffer: int(rate * 0.05), loss: loss,
-				duration: 20 * time.Second, warmup: 3 * time.Second, seed: 1,
-			})
-			t.Logf("%-5v loss %.0f%%: util %.1f%% steady %.1f%% maxQ %v meanQ %v lost %d spurious %d drops %d",
-				kind, loss*100, r.utilisation*100, r.steadyUtilisation*100, r.maxQueueDelay, r.meanQueueDelay, r.lost, r.spurious, r.queueDrops)
+var debugSim = false
+
+const (
+	simRate = 100e6 / 8 // 100 Mbit/s
+	simRTT  = 50 * time.Millisecond
+	simBDP  = simRate * 0.05
+)
+
+func simDuration() time.Duration {
+	if testing.Short() {
+		return 8 * time.Second
+	}
+	return 20 * time.Second
+}
+
+// TestSimRandomLoss is the measurement that picks the default controller: on
+// a 100 Mbit/s, 50 ms path with a one-BDP drop-tail queue, BBR keeps the link
+// full under random loss while CUBIC, reading every loss as congestion,
+// collapses to what the Mathis formula predicts (about 3 % at 1 % loss).
+func TestSimRandomLoss(t *testing.T) {
+	for _, loss := range []float64{0, 0.01, 0.02} {
+		cfg := simConfig{
+			rate: simRate, rtt: simRTT, buffer: int(simBDP), loss: loss,
+			duration: simDuration(), warmup: 3 * time.Second, seed: 1,
 		}
+		cfg.kind = congestion.KindBBR
+		bbr := simulate(t, cfg)
+		cfg.kind = congestion.KindCUBIC
+		cubic := simulate(t, cfg)
+		t.Logf("loss %.0f%%: BBR %.1f%% (steady %.1f%%), CUBIC %.1f%% (steady %.1f%%) of the link",
+			loss*100, bbr.utilisation*100, bbr.steadyUtilisation*100, cubic.utilisation*100, cubic.steadyUtilisation*100)
+		if loss == 0 {
+			if bbr.steadyUtilisation < 0.95 || cubic.steadyUtilisation < 0.95 {
+				t.Errorf("no loss: BBR %.3f, CUBIC %.3f of the link in steady state, want ≥ 0.95", bbr.steadyUtilisation, cubic.steadyUtilisation)
+			}
+			continue
+		}
+		if bbr.utilisation < 0.90 {
+			t.Errorf("loss %v: BBR used %.3f of the link, want ≥ 0.90", loss, bbr.utilisation)
+		}
+		if cubic.utilisation*3 > bbr.utilisation {
+			t.Errorf("loss %v: CUBIC used %.3f of the link, BBR %.3f: want BBR ≥ 3× CUBIC", loss, cubic.utilisation, bbr.utilisation)
+		}
+		if got := bbr.ackedFrames + bbr.lostFrames; got < int(bbr.lost) {
+			t.Errorf("frames acked %d + lost %d below packets lost %d", bbr.ackedFrames, bbr.lostFrames, bbr.lost)
+		}
+	}
+}
+
+// TestSimBBRStates checks BBR's path through its states on a clean link.
+func TestSimBBRStates(t *testing.T) {
+	r := simulate(t, simConfig{
+		kind: congestion.KindBBR, rate: simRate, rtt: simRTT, buffer: int(simBDP),
+		duration: 3 * time.Second, seed: 2,
+	})
+	want := []string{"STARTUP", "DRAIN", "PROBE_BW"}
+	if len(r.modes) < 3 || r.modes[0] != want[0] || r.modes[1] != want[1] || r.modes[2] != want[2] {
+		t.Fatalf("states %v, want to begin %v", r.modes, want)
+	}
+}
+
+// TestSimBBRProbeRTT runs long enough on a deep buffer with a competing
+// standing queue that the min RTT goes stale: BBR must pass through
+// PROBE_RTT and come back to PROBE_BW.
+func TestSimBBRProbeRTT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long simulation")
+	}
+	// Jitter keeps RTT samples above the minimum, so it is only
+	// refreshed by PROBE_RTT.
+	r := simulate(t, simConfig{
+		kind: congestion.KindBBR, rate: simRate, rtt: simRTT, buffer: int(4 * simBDP),
+		jitter: 5 * time.Millisecond, duration: 25 * time.Second, seed: 3,
+	})
+	probeRTT := -1
+	for i, m := range r.modes {
+		if m == "PROBE_RTT" {
+			probeRTT = i
+			break
+		}
+	}
+	if probeRTT < 0 || probeRTT == len(r.modes)-1 || r.modes[probeRTT+1] != "PROBE_BW" {
+		t.Fatalf("states %v: no PROBE_RTT and back", r.modes)
+	}
+	if r.utilisation < 0.9 {
+		t.Fatalf("utilisation %.3f with PROBE_RTT", r.utilisation)
+	}
+}
+
+// TestSimBBRQueueDelay: with a deep buffer (4 BDP) BBR must not fill it: in
+// PROBE_BW the queue it builds while probing stays well under an RTT, where
+// CUBIC fills the buffer.
+func TestSimBBRQueueDelay(t *testing.T) {
+	cfg := simConfig{
+		rate: simRate, rtt: simRTT, buffer: int(4 * simBDP),
+		duration: simDuration(), warmup: 3 * time.Second, seed: 4,
+	}
+	cfg.kind = congestion.KindBBR
+	bbr := simulate(t, cfg)
+	cfg.kind = congestion.KindCUBIC
+	cubic := simulate(t, cfg)
+	t.Logf("queue delay in steady state: BBR max %v mean %v; CUBIC max %v mean %v",
+		bbr.maxQueueDelay, bbr.meanQueueDelay, cubic.maxQueueDelay, cubic.meanQueueDelay)
+	if bbr.maxQueueDelay >= simRTT {
+		t.Errorf("BBR queue delay reached %v, want < 1 RTT (%v)", bbr.maxQueueDelay, simRTT)
+	}
+	if bbr.meanQueueDelay >= simRTT/4 {
+		t.Errorf("BBR mean queue delay %v, want < RTT/4", bbr.meanQueueDelay)
+	}
+	if cubic.meanQueueDelay < 2*simRTT {
+		t.Errorf("CUBIC mean queue delay %v: the simulated buffer is not filling", cubic.meanQueueDelay)
+	}
+	if bbr.steadyUtilisation < 0.95 {
+		t.Errorf("BBR steady utilisation %.3f", bbr.steadyUtilisation)
+	}
+}
+
+// TestSimBBRShallowBuffer: with a queue of a tenth of a BDP, BBR's probing
+// overflows it; the drops it causes must stay a small fraction.
+func TestSimBBRShallowBuffer(t *testing.T) {
+	r := simulate(t, simConfig{
+		kind: congestion.KindBBR, rate: simRate, rtt: simRTT, buffer: int(simBDP / 10),
+		duration: simDuration(), warmup: 3 * time.Second, seed: 5,
+	})
+	drop := float64(r.steadyDrops) / float64(r.steadySent)
+	t.Logf("shallow buffer: utilisation %.1f%%, steady-state queue drops %.2f%%", r.steadyUtilisation*100, drop*100)
+	if drop > 0.05 || r.steadyUtilisation < 0.9 {
+		t.Errorf("shallow buffer: drops %.3f utilisation %.3f", drop, r.steadyUtilisation)
+	}
+}
+
+// TestSimReordering: jitter of a fifth of the RTT reorders packets; the
+// reordering adaptation must keep needless retransmissions rare.
+func TestSimReordering(t *testing.T) {
+	cfg := simConfig{
+		kind: congestion.KindBBR, rate: simRate, rtt: simRTT, buffer: int(simBDP),
+		jitter: 10 * time.Millisecond, duration: simDuration(), seed: 6,
+	}
+	r := simulate(t, cfg)
+	t.Logf("jitter 10ms: utilisation %.1f%%, %d losses of which %d spurious", r.utilisation*100, r.lost, r.spurious)
+	if r.utilisation < 0.9 {
+		t.Errorf("utilisation %.3f under reordering", r.utilisation)
+	}
+	if r.lost > 0 && float64(r.spurious)/float64(r.steadySent+1) > 0.002 {
+		t.Errorf("%d spurious losses of %d packets", r.spurious, r.steadySent)
+	}
+}
+
+func TestSimAckLoss(t *testing.T) {
+	r := simulate(t, simConfig{
+		kind: congestion.KindBBR, rate: simRate, rtt: simRTT, buffer: int(simBDP),
+		loss: 0.01, ackLoss: 0.01, duration: simDuration(), seed: 7,
+	})
+	t.Logf("1%% loss both ways: utilisation %.1f%%", r.utilisation*100)
+	if r.utilisation < 0.9 {
+		t.Errorf("utilisation %.3f with ACK loss", r.utilisation)
+	}
+}
+
+func TestSimDeterministic(t *testing.T) {
+	cfg := simConfig{
+		kind: congestion.KindBBR, rate: simRate, rtt: simRTT, buffer: int(simBDP),
+		loss: 0.01, jitter: time.Millisecond, duration: 2 * time.Second, seed: 8,
+	}
+	a, b := simulate(t, cfg), simulate(t, cfg)
+	if a.utilisation != b.utilisation || a.lost != b.lost || a.maxQueueDelay != b.maxQueueDelay {
+		t.Fatalf("two runs differ: %+v vs %+v", a, b)
 	}
 }
