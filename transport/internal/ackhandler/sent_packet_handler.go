@@ -95,7 +95,7 @@ type lostPacket struct {
 	lostTime time.Time
 	distance uint64 // largest acked − pn when declared lost
 	size     int
-	spurious bool   // acknowledged since; to be dropped
+	spurious bool // acknowledged since; to be dropped
 }
 
 // SentPacketHandler tracks the packets a session sends and decides what the

@@ -72,7 +72,7 @@ func (d *cubicDriver) round(sample time.Duration) {
 func TestCubicReductionAndOneCutPerRound(t *testing.T) {
 	d := newCubicDriver(100 * time.Millisecond)
 	for d.c.CongestionWindow() < 100*mss {
-		d.round(100*time.Millisecond)
+		d.round(100 * time.Millisecond)
 	}
 	w := float64(d.c.CongestionWindow())
 	// Several losses from the same window: one reduction.
@@ -254,7 +254,7 @@ func TestCubicPacing(t *testing.T) {
 func TestCubicPersistentCongestion(t *testing.T) {
 	d := newCubicDriver(100 * time.Millisecond)
 	for range 5 {
-		d.round(100*time.Millisecond)
+		d.round(100 * time.Millisecond)
 	}
 	d.c.OnRetransmissionTimeout(d.now)
 	if got := d.c.CongestionWindow(); got != minWindowPackets*mss {

@@ -37,13 +37,13 @@ type simResult struct {
 	// was in steady state (BBR's PROBE_BW, CUBIC's congestion avoidance).
 	maxQueueDelay  time.Duration
 	meanQueueDelay time.Duration
-	steadySent     int // packets sent after warmup
-	steadyDrops    int // of which dropped by the full queue
+	steadySent     int      // packets sent after warmup
+	steadyDrops    int      // of which dropped by the full queue
 	modes          []string // BBR's states in the order entered
-	lost, spurious    uint64
-	queueDrops        int
-	lostFrames        int
-	ackedFrames       int
+	lost, spurious uint64
+	queueDrops     int
+	lostFrames     int
+	ackedFrames    int
 }
 
 type simEventKind uint8
