@@ -35,6 +35,8 @@ type broadcast struct {
 	Event   json.RawMessage `json:"e,omitempty"`
 	Users   []int64         `json:"u,omitempty"`
 	Devices []int64         `json:"d,omitempty"`
+	// Except is a device that must not receive Event (its own presence).
+	Except int64 `json:"x,omitempty"`
 	// Invalidate drops the cached contact lists of these users.
 	Invalidate []int64 `json:"i,omitempty"`
 	// Revocations: tokens of RevokeUser (except KeepToken), of
@@ -115,7 +117,7 @@ func (s *Server) onBroadcast(p []byte) {
 		s.hub.closeMatching(func(sess session) bool { return sess.deviceID == b.Kick }, websocket.StatusPolicyViolation, "connected elsewhere", true)
 	}
 	if len(b.Event) > 0 {
-		s.hub.deliver(b.Users, b.Devices, b.Event)
+		s.hub.deliver(b.Users, b.Devices, b.Except, b.Event)
 	}
 }
 
@@ -178,12 +180,14 @@ func (h *hub) count() int {
 	return len(h.byDevice)
 }
 
-func (h *hub) deliver(users, devices []int64, ev []byte) {
+func (h *hub) deliver(users, devices []int64, except int64, ev []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, u := range users {
-		for _, st := range h.byUser[u] {
-			st.send(ev)
+		for d, st := range h.byUser[u] {
+			if d != except {
+				st.send(ev)
+			}
 		}
 	}
 	for _, d := range devices {
@@ -433,7 +437,7 @@ func (s *Server) presenceChanged(ctx context.Context, sess session, online bool,
 	s.m.presenceChanges.Inc()
 	ev := mustJSON(map[string]any{"type": evPresence, "username": sess.username, "device": keyString(sess.deviceKey), "online": online, "at": now.UTC()})
 	users := append(contacts, sess.userID)
-	s.publish(ctx, broadcast{Event: ev, Users: users, Invalidate: users})
+	s.publish(ctx, broadcast{Event: ev, Users: users, Except: sess.deviceID, Invalidate: users})
 }
 
 // notifyUsers sends an event to all devices of users and drops their cached
