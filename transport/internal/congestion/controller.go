@@ -25,9 +25,10 @@ const (
 //
 // The caller (ackhandler.SentPacketHandler) reports events in this order for
 // each ACK frame it processes: OnPacketAcked for every newly acknowledged
-// packet in ascending packet number order, then OnCongestionEvent for every
-// packet the ACK showed lost, then a single OnAck with the ACK's delivery-rate
-// sample. Losses found by the loss timer arrive as OnCongestionEvent calls
+// packet in ascending packet number order, OnSpuriousLoss for every packet
+// declared lost earlier that the ACK acknowledges, OnCongestionEvent for every
+// packet the ACK showed lost, then a single OnAck with the ACK's
+// delivery-rate sample. Losses found by the loss timer arrive as OnCongestionEvent calls
 // followed by an OnAck with an empty sample. Per-packet calls suit CUBIC's
 // window arithmetic; the per-ACK call suits BBR's model update.
 //

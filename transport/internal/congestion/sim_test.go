@@ -58,6 +58,7 @@ const (
 type simEvent struct {
 	at     time.Time
 	seq    uint64 // FIFO among equal times
+	flow   int
 	kind   simEventKind
 	pn     uint64
 	size   int
@@ -91,6 +92,32 @@ func (c *countingCallbacks) OnFrameLost(ackhandler.Frame)  { c.lost++ }
 
 func simulate(t testing.TB, cfg simConfig) simResult {
 	t.Helper()
+	return simulateFlows(t, cfg, []congestion.Kind{cfg.kind}, nil)[0]
+}
+
+// simFlow is one sender and its receiver.
+type simFlow struct {
+	kind       congestion.Kind
+	start      time.Time
+	cc         congestion.Controller
+	cb         *countingCallbacks
+	h          *ackhandler.SentPacketHandler
+	tr         *ackhandler.ReceivedPacketTracker
+	wakeGen    uint64
+	ackTimerAt time.Time
+	offset     uint64
+	res        simResult
+	received   int
+	steadyRecv int
+	qdSum      time.Duration
+	qdN        int
+	lastDbg    time.Time
+}
+
+// simulateFlows runs one flow per kind over the shared bottleneck, flow i
+// starting at starts[i] (all at once if starts is nil).
+func simulateFlows(t testing.TB, cfg simConfig, kinds []congestion.Kind, starts []time.Duration) []simResult {
+	t.Helper()
 	if cfg.mds == 0 {
 		cfg.mds = 1452
 	}
@@ -99,70 +126,71 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 	end := start.Add(cfg.duration)
 	steadyFrom := start.Add(cfg.warmup)
 
-	rtt := &congestion.RTTStats{}
-	rtt.SetMaxAckDelay(25 * time.Millisecond)
-	cc := congestion.NewController(cfg.kind, rtt, cfg.mds)
-	cb := &countingCallbacks{}
-	h := ackhandler.NewSentPacketHandler(cc, rtt, cb, ackhandler.WithMaxDatagramSize(cfg.mds))
-	tr := ackhandler.NewReceivedPacketTracker(25*time.Millisecond, 2)
+	flows := make([]*simFlow, len(kinds))
+	for i, kind := range kinds {
+		rtt := &congestion.RTTStats{}
+		rtt.SetMaxAckDelay(25 * time.Millisecond)
+		f := &simFlow{kind: kind, start: start, cb: &countingCallbacks{}}
+		if starts != nil {
+			f.start = start.Add(starts[i])
+		}
+		f.cc = congestion.NewController(kind, rtt, cfg.mds)
+		f.h = ackhandler.NewSentPacketHandler(f.cc, rtt, f.cb, ackhandler.WithMaxDatagramSize(cfg.mds))
+		f.tr = ackhandler.NewReceivedPacketTracker(25*time.Millisecond, 2)
+		flows[i] = f
+	}
 
 	var (
-		q          eventQueue
-		seq        uint64
-		wakeGen    uint64
-		ackTimerAt time.Time
-		linkFree   = start
-		oneWay     = cfg.rtt / 2
-		res        simResult
-		received   int
-		steadyRecv int
-		qdSum      time.Duration
-		qdN        int
-		offset     uint64
-		lastDbg    time.Time
+		q        eventQueue
+		seq      uint64
+		linkFree = start
+		oneWay   = cfg.rtt / 2
 	)
 	push := func(e simEvent) {
 		seq++
 		e.seq = seq
 		heap.Push(&q, e)
 	}
-	sendAck := func(now time.Time) {
-		ranges, delay := tr.AppendAckRanges(nil, now)
-		ackTimerAt = time.Time{}
+	sendAck := func(fi int, now time.Time) {
+		f := flows[fi]
+		ranges, delay := f.tr.AppendAckRanges(nil, now)
+		f.ackTimerAt = time.Time{}
 		if rng.Float64() < cfg.ackLoss {
 			return
 		}
-		push(simEvent{at: now.Add(oneWay), kind: evAck, ranges: ranges, delay: delay})
+		push(simEvent{at: now.Add(oneWay), flow: fi, kind: evAck, ranges: ranges, delay: delay})
 	}
 	frames := make([]ackhandler.Frame, 1)
 	// trySend sends what the window and the pacer allow, then arms the
 	// sender's single timer at its earliest deadline.
-	trySend := func(now time.Time) {
+	trySend := func(fi int, now time.Time) {
+		f := flows[fi]
+		h := f.h
 		if probes := h.OnLossDetectionTimeout(now); probes > 0 {
 			h.QueueProbePacket()
 		}
 		for h.SendAllowed(now) && !h.NextSendTime(now).After(now) {
 			pn := h.NextPacketNumber()
-			frames[0] = ackhandler.Frame{Offset: offset, Length: uint64(cfg.mds)}
-			offset += uint64(cfg.mds)
+			frames[0] = ackhandler.Frame{Offset: f.offset, Length: uint64(cfg.mds)}
+			f.offset += uint64(cfg.mds)
 			h.SentPacket(now, pn, cfg.mds, true, frames)
 			steady := !now.Before(steadyFrom)
 			if steady {
-				res.steadySent++
+				f.res.steadySent++
 			}
 			// Bottleneck: drop-tail queue, then serialisation.
 			queued := max(linkFree.Sub(now), 0)
 			if float64(cfg.mds)+queued.Seconds()*cfg.rate > float64(cfg.buffer) {
-				res.queueDrops++
+				f.res.queueDrops++
 				if steady {
-					res.steadyDrops++
+					f.res.steadyDrops++
 				}
 				continue
 			}
-			if steady && (congestion.BBRMode(cc) == "PROBE_BW" || (cfg.kind == congestion.KindCUBIC && !cc.InSlowStart())) {
-				qdSum += queued
-				qdN++
-				res.maxQueueDelay = max(res.maxQueueDelay, queued)
+			if steady && (congestion.BBRMode(f.cc) == "PROBE_BW" || (f.kind == congestion.KindCUBIC && !f.cc.InSlowStart())) {
+				f.qdSum += queued
+				f.qdN++
+				f.res.maxQueueDelay = max(f.res.maxQueueDelay, queued)
 			}
 			depart := now.Add(queued).Add(time.Duration(float64(cfg.mds) / cfg.rate * float64(time.Second)))
 			linkFree = depart
@@ -173,7 +201,7 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 			if cfg.jitter > 0 {
 				arrive = arrive.Add(time.Duration(rng.Int64N(int64(cfg.jitter))))
 			}
-			push(simEvent{at: arrive, kind: evArrive, pn: pn, size: cfg.mds})
+			push(simEvent{at: arrive, flow: fi, kind: evArrive, pn: pn, size: cfg.mds})
 		}
 		next := h.LossDetectionDeadline()
 		if h.SendAllowed(now) {
@@ -182,68 +210,77 @@ func simulate(t testing.TB, cfg simConfig) simResult {
 			}
 		}
 		if !next.IsZero() {
-			wakeGen++
+			f.wakeGen++
 			if next.Before(now) {
 				next = now
 			}
-			push(simEvent{at: next, kind: evSenderWake, gen: wakeGen})
+			push(simEvent{at: next, flow: fi, kind: evSenderWake, gen: f.wakeGen})
 		}
 	}
 
-	trySend(start)
+	for i, f := range flows {
+		f.wakeGen++
+		push(simEvent{at: f.start, flow: i, kind: evSenderWake, gen: f.wakeGen})
+	}
 	for q.Len() > 0 {
 		e := heap.Pop(&q).(simEvent)
 		if e.at.After(end) {
 			break
 		}
 		now := e.at
+		f := flows[e.flow]
 		switch e.kind {
 		case evArrive:
-			if tr.ReceivedPacket(e.pn, now, true) {
+			if f.tr.ReceivedPacket(e.pn, now, true) {
 				continue
 			}
-			received += e.size
+			f.received += e.size
 			if !now.Before(steadyFrom) {
-				steadyRecv += e.size
+				f.steadyRecv += e.size
 			}
-			if tr.ShouldSendAck(now) {
-				sendAck(now)
-			} else if d := tr.AckDeadline(); !d.IsZero() && !d.Equal(ackTimerAt) {
-				ackTimerAt = d
-				push(simEvent{at: d, kind: evAckTimer})
+			if f.tr.ShouldSendAck(now) {
+				sendAck(e.flow, now)
+			} else if d := f.tr.AckDeadline(); !d.IsZero() && !d.Equal(f.ackTimerAt) {
+				f.ackTimerAt = d
+				push(simEvent{at: d, flow: e.flow, kind: evAckTimer})
 			}
 		case evAckTimer:
-			if tr.ShouldSendAck(now) {
-				sendAck(now)
+			if f.tr.ShouldSendAck(now) {
+				sendAck(e.flow, now)
 			}
 		case evAck:
-			if err := h.ReceivedAck(now, e.ranges, e.delay); err != nil {
+			if err := f.h.ReceivedAck(now, e.ranges, e.delay); err != nil {
 				t.Fatalf("ReceivedAck: %v", err)
 			}
-			tr.IgnoreBelow(h.LowestUnconfirmedAck())
-			if debugSim && now.Sub(lastDbg) > 200*time.Millisecond {
-				lastDbg = now
-				t.Logf("%v inflight=%d %s", now.Sub(start), h.BytesInFlight(), congestion.BBRDebug(cc))
+			f.tr.IgnoreBelow(f.h.LowestUnconfirmedAck())
+			if debugSim && now.Sub(f.lastDbg) > 200*time.Millisecond {
+				f.lastDbg = now
+				t.Logf("flow %d %v inflight=%d %s", e.flow, now.Sub(start), f.h.BytesInFlight(), congestion.BBRDebug(f.cc))
 			}
-			if m := congestion.BBRMode(cc); m != "" && (len(res.modes) == 0 || res.modes[len(res.modes)-1] != m) {
-				res.modes = append(res.modes, m)
+			if m := congestion.BBRMode(f.cc); m != "" && (len(f.res.modes) == 0 || f.res.modes[len(f.res.modes)-1] != m) {
+				f.res.modes = append(f.res.modes, m)
 			}
-			trySend(now)
+			trySend(e.flow, now)
 		case evSenderWake:
-			if e.gen == wakeGen {
-				trySend(now)
+			if e.gen == f.wakeGen {
+				trySend(e.flow, now)
 			}
 		}
 	}
-	res.utilisation = float64(received) / (cfg.rate * cfg.duration.Seconds())
-	res.steadyUtilisation = float64(steadyRecv) / (cfg.rate * (cfg.duration - cfg.warmup).Seconds())
-	if qdN > 0 {
-		res.meanQueueDelay = qdSum / time.Duration(qdN)
+	out := make([]simResult, len(flows))
+	for i, f := range flows {
+		r := f.res
+		r.utilisation = float64(f.received) / (cfg.rate * cfg.duration.Seconds())
+		r.steadyUtilisation = float64(f.steadyRecv) / (cfg.rate * (cfg.duration - cfg.warmup).Seconds())
+		if f.qdN > 0 {
+			r.meanQueueDelay = f.qdSum / time.Duration(f.qdN)
+		}
+		st := f.h.Stats()
+		r.lost, r.spurious = st.PacketsLost, st.SpuriousLosses
+		r.ackedFrames, r.lostFrames = f.cb.acked, f.cb.lost
+		out[i] = r
 	}
-	st := h.Stats()
-	res.lost, res.spurious = st.PacketsLost, st.SpuriousLosses
-	res.ackedFrames, res.lostFrames = cb.acked, cb.lost
-	return res
+	return out
 }
 
 var debugSim = false
@@ -413,5 +450,34 @@ func TestSimDeterministic(t *testing.T) {
 	a, b := simulate(t, cfg), simulate(t, cfg)
 	if a.utilisation != b.utilisation || a.lost != b.lost || a.maxQueueDelay != b.maxQueueDelay {
 		t.Fatalf("two runs differ: %+v vs %+v", a, b)
+	}
+}
+
+// TestSimFairness shares the bottleneck (one-BDP drop-tail queue, no random
+// loss) between two flows, the second starting 2 s after the first. Two BBR
+// flows converge to fair shares. Against CUBIC, BBR takes more than its
+// share — CUBIC backs off on the queue's overflow losses, which are too rare
+// for BBR's heavy-loss guard — but BBR's queue-loss response (loss while a
+// queue stood all round) leaves CUBIC a usable share instead of starving it.
+func TestSimFairness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long simulation")
+	}
+	cfg := simConfig{rate: simRate, rtt: simRTT, buffer: int(simBDP), duration: 30 * time.Second, warmup: 10 * time.Second, seed: 9}
+	starts := []time.Duration{0, 2 * time.Second}
+	bb := simulateFlows(t, cfg, []congestion.Kind{congestion.KindBBR, congestion.KindBBR}, starts)
+	bc := simulateFlows(t, cfg, []congestion.Kind{congestion.KindBBR, congestion.KindCUBIC}, starts)
+	t.Logf("BBR+BBR: %.1f%% + %.1f%%; BBR+CUBIC: %.1f%% + %.1f%%",
+		bb[0].steadyUtilisation*100, bb[1].steadyUtilisation*100, bc[0].steadyUtilisation*100, bc[1].steadyUtilisation*100)
+	if bb[0].steadyUtilisation < 0.35 || bb[1].steadyUtilisation < 0.35 {
+		t.Errorf("two BBR flows unfair: %.3f and %.3f", bb[0].steadyUtilisation, bb[1].steadyUtilisation)
+	}
+	if bc[1].steadyUtilisation < 0.10 {
+		t.Errorf("BBR starves CUBIC: %.3f against %.3f", bc[1].steadyUtilisation, bc[0].steadyUtilisation)
+	}
+	for _, r := range [][]simResult{bb, bc} {
+		if total := r[0].steadyUtilisation + r[1].steadyUtilisation; total < 0.9 {
+			t.Errorf("link underused: %.3f", total)
+		}
 	}
 }
