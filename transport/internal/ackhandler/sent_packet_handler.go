@@ -1,8 +1,10 @@
 package ackhandler
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/parley-p2p/parley/transport/internal/congestion"
@@ -109,9 +111,13 @@ type SentPacketHandler struct {
 	rate  congestion.RateEstimator
 
 	hist    history
-	lost    []lostPacket // ascending pn; lost[lostHead:] are live
+	lost     []lostPacket // ascending pn and lostTime; lost[lostHead:] are live
+	lostHead int
 	skipped []uint64     // taken numbers never sent, ascending
 	acked   []int        // scratch: history indices acked by the ACK in hand
+	// below holds, ascending, the outstanding packets numbered below the
+	// largest acknowledged: the candidates for loss detection.
+	below []uint64
 
 	nextPN      uint64
 	largestSent uint64
@@ -282,41 +288,61 @@ func (h *SentPacketHandler) ReceivedAck(now time.Time, ranges []Range, ackDelay 
 	}
 	priorInFlight := h.bytesInFlight
 	largest := ranges[0].Largest
-	largestNewlyAcked := false
-	if !h.hasAcked || largest > h.largestAcked {
-		h.largestAcked = largest
-		h.hasAcked = true
-	}
 
-	// Mark what is newly acknowledged, walking the history and the ranges
-	// (ascending) together.
+	// Mark what is newly acknowledged, in ascending order: first the
+	// packets still outstanding below the previous largest acknowledged
+	// (few: they are about to be declared lost, or were reordered), then
+	// the packets above it, each of which is looked at once in its life.
+	// Re-reading the ranges of old packets already acknowledged, which
+	// every ACK repeats, costs nothing.
 	h.acked = h.acked[:0]
 	ackEliciting := false
 	j := len(ranges) - 1
-	for i := 0; i < h.hist.len(); i++ {
-		p := h.hist.at(i)
-		if p.pn > largest {
-			break
-		}
-		for j >= 0 && ranges[j].Largest < p.pn {
+	k := 0
+	for _, pn := range h.below {
+		for j >= 0 && ranges[j].Largest < pn {
 			j--
 		}
-		if j < 0 {
-			break
-		}
-		if p.pn < ranges[j].Smallest {
-			// Jump to the start of the range.
-			i = int(ranges[j].Smallest-h.hist.firstPN) - 1
+		if j >= 0 && pn >= ranges[j].Smallest {
+			i := h.hist.index(pn)
+			p := h.hist.at(i)
+			p.state = stateAcked
+			h.acked = append(h.acked, i)
+			ackEliciting = ackEliciting || p.ackEliciting
 			continue
 		}
-		if p.state != stateOutstanding {
-			continue
+		h.below[k] = pn
+		k++
+	}
+	h.below = h.below[:k]
+
+	largestNewlyAcked := false
+	if !h.hasAcked || largest > h.largestAcked {
+		from := 0
+		if h.hasAcked {
+			from = max(h.hist.index(h.largestAcked+1), 0)
 		}
-		p.state = stateAcked
-		h.acked = append(h.acked, i)
-		ackEliciting = ackEliciting || p.ackEliciting
-		if p.pn == largest {
-			largestNewlyAcked = true
+		h.largestAcked = largest
+		h.hasAcked = true
+		for i := from; i < h.hist.len(); i++ {
+			p := h.hist.at(i)
+			if p.pn > largest {
+				break
+			}
+			if p.state != stateOutstanding {
+				continue
+			}
+			for j >= 0 && ranges[j].Largest < p.pn {
+				j--
+			}
+			if j < 0 || p.pn < ranges[j].Smallest {
+				h.below = append(h.below, p.pn)
+				continue
+			}
+			p.state = stateAcked
+			h.acked = append(h.acked, i)
+			ackEliciting = ackEliciting || p.ackEliciting
+			largestNewlyAcked = p.pn == largest
 		}
 	}
 
@@ -397,7 +423,12 @@ func (h *SentPacketHandler) validate(ranges []Range) error {
 // checkSpurious finds packets declared lost that the ranges acknowledge.
 func (h *SentPacketHandler) checkSpurious(now time.Time, ranges []Range) {
 	j := len(ranges) - 1
-	for k := range h.lost {
+	// Skip the losses below every range: ACKs stop repeating old ranges
+	// once the peer knows we saw them.
+	live := h.lost[h.lostHead:]
+	lowest := ranges[j].Smallest
+	first, _ := slices.BinarySearchFunc(live, lowest, func(l lostPacket, pn uint64) int { return cmp.Compare(l.pn, pn) })
+	for k := h.lostHead + first; k < len(h.lost); k++ {
 		l := &h.lost[k]
 		for j >= 0 && ranges[j].Largest < l.pn {
 			j--
@@ -449,20 +480,12 @@ func (h *SentPacketHandler) detectLosses(now time.Time, priorInFlight int) bool 
 
 	lostAny := false
 	var runStart time.Time // first ack-eliciting loss since the last ACKed packet
+	var prevLost uint64
 	persistent := false
-	for i := 0; i < h.hist.len(); i++ {
-		p := h.hist.at(i)
-		if p.pn > h.largestAcked {
-			break
-		}
-		switch p.state {
-		case stateAcked:
-			runStart = time.Time{}
-			continue
-		case stateOutstanding:
-		default:
-			continue
-		}
+	n := 0
+	for ; n < len(h.below); n++ {
+		pn := h.below[n]
+		p := h.hist.at(h.hist.index(pn))
 		if p.sendTime.After(lostSendTime) && h.largestAcked < p.pn+uint64(h.pktThreshold) {
 			h.lossTime = p.sendTime.Add(delay)
 			break
@@ -478,17 +501,33 @@ func (h *SentPacketHandler) detectLosses(now time.Time, priorInFlight int) bool 
 		if h.firstRTTSampleAt.IsZero() || !p.sendTime.After(h.firstRTTSampleAt) {
 			continue
 		}
+		if !runStart.IsZero() && h.ackedBetween(prevLost, pn) {
+			runStart = time.Time{}
+		}
+		prevLost = pn
 		if runStart.IsZero() {
 			runStart = p.sendTime
 		} else if p.sendTime.Sub(runStart) > pcDuration {
 			persistent = true
 		}
 	}
+	h.below = h.below[:copy(h.below, h.below[n:])]
 	if persistent {
 		h.stats.PersistentCongestions++
 		h.cc.OnRetransmissionTimeout(now)
 	}
 	return lostAny
+}
+
+// ackedBetween reports whether a packet numbered strictly between a and b
+// has been acknowledged.
+func (h *SentPacketHandler) ackedBetween(a, b uint64) bool {
+	for pn := a + 1; pn < b; pn++ {
+		if i := h.hist.index(pn); i >= 0 && h.hist.at(i).state == stateAcked {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *SentPacketHandler) declareLost(now time.Time, p *sentPacket, priorInFlight int) {
@@ -523,20 +562,27 @@ func (h *SentPacketHandler) trim(now time.Time) {
 	}
 
 	// A reordered packet arrives within a fraction of an RTT; after a
-	// PTO a lost packet is not coming back.
+	// PTO a lost packet is not coming back. Entries are in lostTime
+	// order, so the expired ones are a prefix; spurious ones are skipped
+	// over when they reach the front.
 	expiry := now.Add(-h.rtt.PTO(true))
-	k := 0
-	for _, l := range h.lost {
-		switch {
-		case l.spurious:
-		case !l.lostTime.After(expiry):
+	for h.lostHead < len(h.lost) {
+		l := &h.lost[h.lostHead]
+		if !l.spurious {
+			if l.lostTime.After(expiry) {
+				break
+			}
 			h.onRealLoss(l.lostTime)
-		default:
-			h.lost[k] = l
-			k++
 		}
+		h.lostHead++
 	}
-	h.lost = h.lost[:k]
+	switch {
+	case h.lostHead == len(h.lost):
+		h.lost, h.lostHead = h.lost[:0], 0
+	case h.lostHead > 32 && h.lostHead > len(h.lost)/2:
+		n := copy(h.lost, h.lost[h.lostHead:])
+		h.lost, h.lostHead = h.lost[:n], 0
+	}
 }
 
 // onRealLoss counts a loss, declared at lostTime, that was not spurious, and

@@ -526,3 +526,30 @@ func BenchmarkSentPacketReceivedAck(b *testing.B) {
 		})
 	}
 }
+
+func TestReorderedAndStaleAcks(t *testing.T) {
+	f := newFixture(t)
+	for pn := range uint64(6) {
+		f.send(t0, pn)
+	}
+	// 2 is missing but within the packet threshold of the largest (4).
+	f.ack(t, t0.Add(10*ms), 0, Range{3, 4}, Range{0, 1})
+	if f.cb.lost[2] != 0 || f.cb.acked[2] != 0 {
+		t.Fatal("packet 2 decided too early")
+	}
+	// An older ACK arriving late changes nothing.
+	f.ack(t, t0.Add(11*ms), 0, Range{0, 1})
+	// Then 2 turns up.
+	f.ack(t, t0.Add(12*ms), 0, Range{0, 4})
+	for pn := range uint64(5) {
+		if f.cb.acked[pn] != 1 || f.cb.lost[pn] != 0 {
+			t.Errorf("packet %d: acked %d lost %d", pn, f.cb.acked[pn], f.cb.lost[pn])
+		}
+	}
+	if f.h.BytesInFlight() != 1000 {
+		t.Fatalf("in flight %d, want 1000 (packet 5)", f.h.BytesInFlight())
+	}
+	if st := f.h.Stats(); st.PacketsLost != 0 || st.SpuriousLosses != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
