@@ -110,11 +110,11 @@ type SentPacketHandler struct {
 	pacer *congestion.Pacer
 	rate  congestion.RateEstimator
 
-	hist    history
+	hist     history
 	lost     []lostPacket // ascending pn and lostTime; lost[lostHead:] are live
 	lostHead int
-	skipped []uint64     // taken numbers never sent, ascending
-	acked   []int        // scratch: history indices acked by the ACK in hand
+	skipped  []uint64 // taken numbers never sent, ascending
+	acked    []int    // scratch: history indices acked by the ACK in hand
 	// below holds, ascending, the outstanding packets numbered below the
 	// largest acknowledged: the candidates for loss detection.
 	below []uint64
