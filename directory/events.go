@@ -338,6 +338,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess session) *a
 	if s.ctx.Err() != nil {
 		return errorf(http.StatusServiceUnavailable, codeUnavailable, "the server is shutting down")
 	}
+	// The http.Server's read and write timeouts would otherwise stay on
+	// the hijacked connection and cut the stream; pings and per-write
+	// timeouts take their place.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Time{})
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		// Accept has written the HTTP error.
