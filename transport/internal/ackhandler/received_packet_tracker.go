@@ -75,7 +75,7 @@ func (t *ReceivedPacketTracker) ReceivedPacket(pn uint64, now time.Time, ackElic
 	if t.hasLargestAckEliciting {
 		if pn < t.largestAckEliciting {
 			t.ackQueued = true
-		} else if pn > t.largestAckEliciting+1 && !t.contains(pn-1) {
+		} else if pn-t.largestAckEliciting > 1 && !t.contains(pn-1) {
 			t.ackQueued = true
 		}
 	}
@@ -112,14 +112,15 @@ func (t *ReceivedPacketTracker) contains(pn uint64) bool {
 
 // insert adds pn to the ranges; false if it was already there.
 func (t *ReceivedPacketTracker) insert(pn uint64) bool {
-	// Newest first: in-order arrival touches ranges[0] only.
+	// Newest first: in-order arrival touches ranges[0] only. (Written
+	// without r.Largest+1, which would overflow at the top of the space.)
 	for i := range t.ranges {
 		r := &t.ranges[i]
 		switch {
-		case pn > r.Largest+1:
+		case pn > r.Largest && pn-r.Largest > 1:
 			t.insertAt(i, Range{pn, pn})
 			return true
-		case pn == r.Largest+1:
+		case pn > r.Largest:
 			r.Largest = pn // i == 0: nothing above to merge with
 			return true
 		case pn >= r.Smallest:
