@@ -12,4 +12,21 @@
 // SentPacketHandler.LossDetectionDeadline, NextSendTime and
 // ReceivedPacketTracker.AckDeadline. Nothing here is safe for concurrent use:
 // the session loop owns every value.
+//
+// One turn of the session loop, in outline:
+//
+//	on a packet:   if tracker.ReceivedPacket(pn, now, elicits) { drop }
+//	               for an ACK frame: sph.ReceivedAck(now, ranges, delay)
+//	               tracker.IgnoreBelow(sph.LowestUnconfirmedAck())
+//	on the timer:  if now ≥ sph.LossDetectionDeadline():
+//	                   probes = sph.OnLossDetectionTimeout(now)
+//	                   (no new data for them? sph.QueueProbePacket())
+//	to send:       while sph.SendAllowed(now) && sph.NextSendTime(now) ≤ now:
+//	                   pn := sph.NextPacketNumber()
+//	                   add tracker.AppendAckRanges(...) if tracker.HasNewAck()
+//	                   send; sph.SentPacket(now, pn, size, elicits, frames)
+//	                   (and sph.RecordAckFrame(pn, largest) if it carried one)
+//	               nothing left to send: sph.OnAppLimited()
+//	then:          arm the timer at the earliest of LossDetectionDeadline,
+//	               NextSendTime (if SendAllowed) and tracker.AckDeadline.
 package ackhandler

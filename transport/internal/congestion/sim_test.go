@@ -111,7 +111,6 @@ type simFlow struct {
 	steadyRecv int
 	qdSum      time.Duration
 	qdN        int
-	lastDbg    time.Time
 }
 
 // simulateFlows runs one flow per kind over the shared bottleneck, flow i
@@ -253,10 +252,6 @@ func simulateFlows(t testing.TB, cfg simConfig, kinds []congestion.Kind, starts 
 				t.Fatalf("ReceivedAck: %v", err)
 			}
 			f.tr.IgnoreBelow(f.h.LowestUnconfirmedAck())
-			if debugSim && now.Sub(f.lastDbg) > 200*time.Millisecond {
-				f.lastDbg = now
-				t.Logf("flow %d %v inflight=%d %s", e.flow, now.Sub(start), f.h.BytesInFlight(), congestion.BBRDebug(f.cc))
-			}
 			if m := congestion.BBRMode(f.cc); m != "" && (len(f.res.modes) == 0 || f.res.modes[len(f.res.modes)-1] != m) {
 				f.res.modes = append(f.res.modes, m)
 			}
@@ -282,8 +277,6 @@ func simulateFlows(t testing.TB, cfg simConfig, kinds []congestion.Kind, starts 
 	}
 	return out
 }
-
-var debugSim = false
 
 const (
 	simRate = 100e6 / 8 // 100 Mbit/s
