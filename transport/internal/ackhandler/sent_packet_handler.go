@@ -187,17 +187,21 @@ func (h *SentPacketHandler) NextPacketNumber() uint64 {
 }
 
 // SentPacket records a packet sent now. Packet numbers must increase from
-// call to call. frames is copied. Ack-eliciting packets count towards bytes
+// call to call; numbers passed over are recorded as skipped, one entry each,
+// so gaps must stay small (as when a packet taken from NextPacketNumber could
+// not be built). frames is copied. Ack-eliciting packets count towards bytes
 // in flight, the congestion window and pacing; others (pure ACKs) do not.
 func (h *SentPacketHandler) SentPacket(now time.Time, pn uint64, size int, ackEliciting bool, frames []Frame) {
 	if h.hasSent && pn <= h.largestSent {
 		panic(fmt.Sprintf("ackhandler: packet number %d sent after %d", pn, h.largestSent))
 	}
+	skip := uint64(0)
 	if h.hasSent {
-		for skip := h.largestSent + 1; skip < pn; skip++ {
-			h.hist.push(skip).state = stateSkipped
-			h.skipped = append(h.skipped, skip)
-		}
+		skip = h.largestSent + 1
+	}
+	for ; skip < pn; skip++ {
+		h.hist.push(skip).state = stateSkipped
+		h.skipped = append(h.skipped, skip)
 	}
 	h.hasSent = true
 	h.largestSent = pn
