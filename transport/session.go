@@ -100,11 +100,22 @@ func newPath(addr netip.AddrPort, validated bool) *path {
 	return &path{addr: addr, udpAddr: net.UDPAddrFromAddrPort(addr), validated: validated}
 }
 
-// canSend applies the anti-amplification limit (RFC 9000 §8): to an
-// unvalidated address, never more than three times what it sent us.
-func (p *path) canSend(n int) bool {
-	return p.validated || p.sentBytes+uint64(n) <= 3*p.recvBytes
+// budget applies the anti-amplification limit (RFC 9000 §8): to an
+// unvalidated address, never more than three times what it sent us. It
+// returns how many more bytes may be sent on p.
+func (p *path) budget() int {
+	if p.validated {
+		return MaxPacketSize
+	}
+	if p.sentBytes >= 3*p.recvBytes {
+		return 0
+	}
+	return int(min(3*p.recvBytes-p.sentBytes, MaxPacketSize))
 }
+
+// minPacketRoom is the smallest packet worth sending: header, an ACK or a
+// PING, and the tag.
+const minPacketRoom = 64
 
 // SessionStats are counters of one session.
 type SessionStats struct {

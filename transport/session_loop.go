@@ -23,6 +23,7 @@ func (s *Session) run(created time.Time) {
 	defer s.timer.Stop()
 	now := time.Now()
 	s.lastRecv = now
+	s.lastSent = now
 	if s.initiator {
 		s.initBackoff = 250 * time.Millisecond
 		s.sendInitiation(now)
@@ -85,8 +86,13 @@ func (s *Session) nextDeadline(created time.Time) time.Time {
 		earliest(s.initSent.Add(s.initBackoff))
 		earliest(created.Add(s.cfg.HandshakeTimeout))
 	case stateEstablished:
-		earliest(s.rpt.AckDeadline())
-		earliest(s.sph.LossDetectionDeadline())
+		// While the anti-amplification limit forbids sending, deadlines
+		// that only lead to sending would fire in vain; the next packet
+		// from the peer raises the limit and re-arms them.
+		if s.cur.budget() >= minPacketRoom {
+			earliest(s.rpt.AckDeadline())
+			earliest(s.sph.LossDetectionDeadline())
+		}
 		earliest(s.lastRecv.Add(s.idleTimeout))
 		if s.cfg.KeepAlivePeriod > 0 {
 			earliest(s.lastSent.Add(s.cfg.KeepAlivePeriod))
@@ -134,6 +140,7 @@ func (s *Session) onTimer(now time.Time, created time.Time) {
 		}
 		if s.cfg.KeepAlivePeriod > 0 && now.Sub(s.lastSent) >= s.cfg.KeepAlivePeriod {
 			s.queueControl(controlFrame{kind: kindPing})
+			s.lastSent = now // queued: do not fire again before it can go
 		}
 		if !s.dropPrevAt.IsZero() && !now.Before(s.dropPrevAt) {
 			s.opener.DropPrevious()

@@ -45,7 +45,7 @@ func (s *Session) sendPackets(now time.Time) {
 				return
 			}
 		}
-		if !s.cur.canSend(s.cfg.MaxPacketSize) {
+		if s.cur.budget() < minPacketRoom {
 			return
 		}
 		if !s.sendPacket(now, !work && !probe, probe) {
@@ -83,6 +83,7 @@ func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
 	if pm := int(s.peerParams.MaxUDPPayloadSize); pm >= 1200 && pm < s.cfg.MaxPacketSize {
 		limit = pm - aead.Overhead
 	}
+	limit = min(limit, s.cur.budget()-aead.Overhead)
 	frames := s.frames[:0]
 	ackEliciting := false
 
