@@ -402,8 +402,16 @@ func (b *bbr) bdp(gain float64) int {
 }
 
 // sendQuantum is the burst the pacer lets out at once (as Linux's
-// tso_segs_goal): the window needs room for a few of them.
+// tso_segs_goal): the window needs room for a few of them. Below 1.2 Mbit/s
+// it is one packet and below 24 Mbit/s two, so that slow links do not carry
+// a standing queue of quanta.
 func (b *bbr) sendQuantum() int {
+	switch {
+	case b.pacingRate < 1_200_000/8:
+		return b.mds
+	case b.pacingRate < 24_000_000/8:
+		return 2 * b.mds
+	}
 	return min(max(int(b.pacingRate/1000), 2*b.mds), 64<<10)
 }
 
