@@ -234,3 +234,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (session, *a
 	s.tokens.put(sess, now)
 	return sess, nil
 }
+
+// HashPassword returns the argon2id PHC string of pw under p, as stored by
+// the server; exported for tools that seed databases (parley bench server).
+func HashPassword(pw string, p Argon2Params) (string, error) { return hashPassword(pw, p) }
