@@ -47,5 +47,8 @@ func newRootCmd() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServerCmd())
+	bench := &cobra.Command{Use: "bench", Short: "Measure Parley's components", Args: cobra.NoArgs}
+	bench.AddCommand(newBenchServerCmd())
+	root.AddCommand(bench)
 	return root
 }
