@@ -142,8 +142,8 @@ func seed(ctx context.Context, path string, n, k int, out io.Writer) ([]benchUse
 
 // benchTarget is the server under test.
 type benchTarget struct {
-	url string
-	pid int // 0 when in process
+	url  string
+	pid  int // 0 when in process
 	stop func() error
 }
 
@@ -461,4 +461,3 @@ func waitLatencies(mu *sync.Mutex, lat *[]time.Duration, n int) error {
 	defer mu.Unlock()
 	return fmt.Errorf("%d of %d presence events arrived", len(*lat), n)
 }
-
