@@ -121,7 +121,9 @@ const minPacketRoom = 64
 type SessionStats struct {
 	PacketsSent, PacketsReceived uint64
 	BytesSent, BytesReceived     uint64
-	PacketsLost                  uint64
+	PacketsLost                  uint64 // declared lost by loss detection
+	SpuriousLosses               uint64 // declared lost, then acknowledged after all
+	PTOs                         uint64 // probe timeouts that fired
 	DroppedDuplicate             uint64 // replayed or duplicated packets
 	DroppedAuth                  uint64 // failed authentication
 	SmoothedRTT, MinRTT          time.Duration

@@ -511,6 +511,15 @@ func (s *Session) onAck(now time.Time) error {
 		s.phaseAcked = true
 	}
 	s.rttNanos.Store(int64(s.rtt.SmoothedRTT()))
+	hs := s.sph.Stats()
+	s.mu.Lock()
+	s.stats.PacketsLost = hs.PacketsLost
+	s.stats.SpuriousLosses = hs.SpuriousLosses
+	s.stats.PTOs = hs.PTOs
+	s.stats.SmoothedRTT = hs.SmoothedRTT
+	s.stats.MinRTT = hs.MinRTT
+	s.stats.CongestionWindow = s.cc.CongestionWindow()
+	s.mu.Unlock()
 	return nil
 }
 

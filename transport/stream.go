@@ -54,7 +54,8 @@ type Stream struct {
 	pending      []recvChunk
 	highest      uint64 // highest offset received + 1
 	finalSize    uint64
-	finKnown     bool
+	finKnown     bool // the final size is known (FIN or RESET_STREAM)
+	finReceived  bool // the peer sent FIN: a later reset changes nothing
 	recvErr      error
 	readClosed   bool
 	window       uint64 // current receive window (auto-tuned)
@@ -499,6 +500,7 @@ func (st *Stream) onStreamFrame(off uint64, data []byte, fin bool) (grew uint64,
 			return 0, wire.FinalSizeError, errors.New("FIN below data already received")
 		}
 		st.finKnown = true
+		st.finReceived = true
 		st.finalSize = end
 	}
 	if end > st.highest {
@@ -570,7 +572,7 @@ func (st *Stream) onResetStream(code ErrorCode, final uint64) (grew uint64, ec E
 	st.highest = final
 	st.finKnown = true
 	st.finalSize = final
-	if st.recvErr == nil && !(st.readOff == final) {
+	if st.recvErr == nil && !(st.finReceived && st.readOff == final) {
 		st.recvErr = &StreamError{StreamID: st.id, Code: code, Remote: true}
 		st.ready = nil
 		st.pending = nil

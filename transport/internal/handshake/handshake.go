@@ -342,3 +342,14 @@ func (p *Pending) Respond(dst []byte, params wire.HandshakeParams) ([]byte, Keys
 	// The initiator never answers a response with a cookie, so mac2 stays zero.
 	return dst, Keys{Send: cs2.UnsafeKey(), Recv: cs1.UnsafeKey()}, nil
 }
+
+// MAC1Key returns the key for mac1 on packets sent to the holder of static.
+// Exposed for tests that forge packets.
+func MAC1Key(static [32]byte) [32]byte { return macKey(labelMAC1, static) }
+
+// MAC1 computes mac1 over msg with key.
+func MAC1(key [32]byte, msg []byte) []byte {
+	var out [macSize]byte
+	mac(&out, key[:], msg)
+	return out[:]
+}
