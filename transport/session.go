@@ -278,7 +278,7 @@ func newSession(ep *Endpoint, initiator bool, localCID wire.ConnID, remote Publi
 		kind = congestion.KindBBR
 	}
 	s.cc = congestion.NewController(kind, s.rtt, cfg.MaxPacketSize)
-	s.sph = ackhandler.NewSentPacketHandler(s.cc, s.rtt, (*sessionCallbacks)(s))
+	s.sph = ackhandler.NewSentPacketHandler(s.cc, s.rtt, (*sessionCallbacks)(s), ackhandler.WithMaxDatagramSize(cfg.MaxPacketSize))
 	s.rpt = ackhandler.NewReceivedPacketTracker(defaultMaxAckDelay, defaultAckEvery)
 	s.rttNanos.Store(int64(defaultInitialRTT))
 	return s

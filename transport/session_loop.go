@@ -510,6 +510,8 @@ func (s *Session) onAck(now time.Time) error {
 	if len(s.ranges) > 0 && s.ranges[0].Largest >= s.phaseFirstPN {
 		s.phaseAcked = true
 	}
+	// The peer has seen our ACKs up to here: stop repeating those ranges.
+	s.rpt.IgnoreBelow(s.sph.LowestUnconfirmedAck())
 	s.rttNanos.Store(int64(s.rtt.SmoothedRTT()))
 	hs := s.sph.Stats()
 	s.mu.Lock()

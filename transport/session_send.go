@@ -28,6 +28,11 @@ func (s *Session) sendPackets(now time.Time) {
 		ackDue := s.ackDue(now)
 		work := s.hasWork()
 		if !work && !ackDue && !probe {
+			// Nothing to send although the window would allow it: the
+			// rate samples taken now must not lower the bandwidth estimate.
+			if s.sph.SendAllowed(now) {
+				s.sph.OnAppLimited()
+			}
 			return
 		}
 		if !probe {
@@ -86,6 +91,7 @@ func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
 	limit = min(limit, s.cur.budget()-aead.Overhead)
 	frames := s.frames[:0]
 	ackEliciting := false
+	ackLargest, hasAck := uint64(0), false
 
 	// ACK first: it is small and keeps the peer's sender going.
 	if !s.rpt.AckDeadline().IsZero() || ackOnly {
@@ -101,6 +107,7 @@ func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
 				s.ackBuf.Ranges = s.ackBuf.Ranges[:len(s.ackBuf.Ranges)-1]
 			}
 			buf = s.ackBuf.Append(buf)
+			ackLargest, hasAck = s.ackBuf.Ranges[0].Largest, true
 		}
 	}
 	if !ackOnly {
@@ -121,6 +128,9 @@ func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
 	}
 	s.frames = frames
 	s.seal(buf, pn, now, ackEliciting, frames, s.cur)
+	if hasAck {
+		s.sph.RecordAckFrame(pn, ackLargest)
+	}
 	return true
 }
 
