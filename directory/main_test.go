@@ -3,6 +3,9 @@ package directory_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
+	"runtime"
+	"strings"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +20,42 @@ import (
 	"github.com/parley-p2p/parley/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m)
+	if code == 0 {
+		if leaks := leakedGoroutines(); leaks != "" {
+			fmt.Fprintf(os.Stderr, "goroutines left behind:\n%s\n", leaks)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// leakedGoroutines waits for the goroutines of this module and its
+// WebSocket library to end, and returns the stacks of those that do not.
+func leakedGoroutines() string {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaks []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "leakedGoroutines") {
+				continue
+			}
+			if strings.Contains(g, "parley-p2p/parley/") || strings.Contains(g, "coder/websocket") {
+				leaks = append(leaks, g)
+			}
+		}
+		if len(leaks) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(leaks, "\n\n")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // cheap keeps password hashing fast in tests; the production cost is
 // exercised by TestPasswordHashCost.

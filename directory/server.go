@@ -194,8 +194,9 @@ func New(cfg Config) (*Server, error) {
 	s.m = newMetrics(s.reg, s)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.hub.init()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.pinger()
+	go s.janitor()
 	s.unsubscribe = s.store.Subscribe(s.onBroadcast, s.onBroadcastReset)
 	s.routes()
 	return s, nil
@@ -362,6 +363,30 @@ func (s *Server) routes() {
 	dash := dashboardHandler()
 	for _, p := range []string{"GET /{$}", "GET /app.js", "GET /style.css"} {
 		s.mux.Handle(p, dash)
+	}
+}
+
+// janitor deletes expired tokens once an hour. Expired tokens are refused
+// anyway; this only keeps the table small.
+func (s *Server) janitor() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+		if n, err := s.store.DeleteExpiredTokens(ctx, s.now()); err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("deleting expired tokens", "err", err)
+			}
+		} else if n > 0 {
+			s.log.Info("deleted expired tokens", "count", n)
+		}
+		cancel()
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
