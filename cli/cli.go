@@ -46,6 +46,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newDemoCmd())
 	root.AddCommand(newServerCmd())
 	bench := &cobra.Command{Use: "bench", Short: "Measure Parley's components", Args: cobra.NoArgs}
 	bench.AddCommand(newBenchServerCmd())
