@@ -33,7 +33,7 @@ type Stream struct {
 
 	// Send side. Bytes [sendBase, writeOff) are in sendBuf; those below
 	// nextOff have been sent at least once.
-	sendBuf       []byte
+	sendBuf       chunkBuf
 	sendBase      uint64
 	writeOff      uint64
 	nextOff       uint64
@@ -50,7 +50,7 @@ type Stream struct {
 
 	// Receive side.
 	readOff      uint64
-	ready        []byte // contiguous bytes from readOff
+	ready        chunkBuf // contiguous bytes from readOff
 	pending      []recvChunk
 	highest      uint64 // highest offset received + 1
 	finalSize    uint64
@@ -161,13 +161,14 @@ func (st *Stream) wait(ch chan struct{}, deadline time.Time) {
 func (st *Stream) Read(b []byte) (int, error) {
 	st.mu.Lock()
 	for {
-		if len(st.ready) > 0 {
-			n := copy(b, st.ready)
-			st.ready = st.ready[n:]
-			if len(st.ready) == 0 {
-				st.ready = st.ready[:0:0]
+		if st.ready.len() > 0 {
+			n := 0
+			for n < len(b) && st.ready.len() > 0 {
+				m := copy(b[n:], st.ready.slice(st.readOff, uint64(len(b)-n)))
+				n += m
+				st.readOff += uint64(m)
+				st.ready.release(st.readOff)
 			}
-			st.readOff += uint64(n)
 			upd, newMax := st.windowUpdateLocked()
 			st.maybeDoneLocked()
 			st.mu.Unlock()
@@ -257,7 +258,7 @@ func (st *Stream) Write(b []byte) (int, error) {
 		limit := max(st.sendBase+uint64(DefaultSendBufferPerStream), st.peerMax)
 		if st.writeOff < limit {
 			n := min(uint64(len(b)), limit-st.writeOff)
-			st.sendBuf = append(st.sendBuf, b[:n]...)
+			st.sendBuf.write(b[:n])
 			st.writeOff += n
 			b = b[n:]
 			total += int(n)
@@ -306,7 +307,7 @@ func (st *Stream) CloseRead(code ErrorCode) error {
 		return nil
 	}
 	st.readClosed = true
-	st.ready = nil
+	st.ready.reset()
 	st.pending = nil
 	st.maybeDoneLocked()
 	st.mu.Unlock()
@@ -336,7 +337,7 @@ func (st *Stream) Reset(code ErrorCode) error {
 	final := st.writeOff
 	st.resetSent = true
 	st.retransmit = nil
-	st.sendBuf = nil
+	st.sendBuf.reset()
 	st.maybeDoneLocked()
 	st.mu.Unlock()
 	wake(st.writeCh)
@@ -388,8 +389,13 @@ func (st *Stream) appendFrame(dst []byte, room int, connCredit uint64) (out []by
 			return dst, rec, 0, false, true
 		}
 		n = min(n, r.n)
+		var data []byte
+		if n > 0 {
+			data = st.sendBuf.slice(r.off, n)
+			n = uint64(len(data))
+		}
 		fin := r.fin && n == r.n
-		f := wire.StreamFrame{StreamID: st.id, Offset: r.off, Data: st.sendBuf[r.off-st.sendBase : r.off-st.sendBase+n], Fin: fin}
+		f := wire.StreamFrame{StreamID: st.id, Offset: r.off, Data: data, Fin: fin}
 		dst = f.Append(dst)
 		rec = ackhandler.Frame{Kind: kindStream, StreamID: st.id, Offset: r.off, Length: n, Fin: fin}
 		r.off += n
@@ -410,8 +416,13 @@ func (st *Stream) appendFrame(dst []byte, room int, connCredit uint64) (out []by
 		return dst, rec, 0, false, true
 	}
 	n = min(n, avail)
+	var data []byte
+	if n > 0 {
+		data = st.sendBuf.slice(st.nextOff, n)
+		n = uint64(len(data))
+	}
 	fin := finNow && st.nextOff+n == st.writeOff
-	f := wire.StreamFrame{StreamID: st.id, Offset: st.nextOff, Data: st.sendBuf[st.nextOff-st.sendBase : st.nextOff-st.sendBase+n], Fin: fin}
+	f := wire.StreamFrame{StreamID: st.id, Offset: st.nextOff, Data: data, Fin: fin}
 	dst = f.Append(dst)
 	rec = ackhandler.Frame{Kind: kindStream, StreamID: st.id, Offset: st.nextOff, Length: n, Fin: fin}
 	st.nextOff += n
@@ -431,18 +442,9 @@ func (st *Stream) onFrameAcked(off, n uint64, fin bool) {
 	if n > 0 {
 		st.acked.add(off, off+n)
 		if end := st.acked.advance(st.sendBase); end > st.sendBase {
-			drop := end - st.sendBase
-			if drop >= uint64(len(st.sendBuf)) {
-				st.sendBuf = st.sendBuf[:0]
-			} else {
-				st.sendBuf = st.sendBuf[drop:]
-			}
+			st.sendBuf.release(end)
 			st.sendBase = end
 			freed = true
-			// Reclaim the consumed prefix when the buffer is mostly dead.
-			if cap(st.sendBuf) > 64<<10 && len(st.sendBuf) < cap(st.sendBuf)/4 {
-				st.sendBuf = append(make([]byte, 0, max(len(st.sendBuf)*2, 16<<10)), st.sendBuf...)
-			}
 		}
 	}
 	st.maybeDoneLocked()
@@ -511,7 +513,7 @@ func (st *Stream) onStreamFrame(off uint64, data []byte, fin bool) (grew uint64,
 		st.maybeDoneLocked()
 		return grew, 0, nil
 	}
-	contig := st.readOff + uint64(len(st.ready))
+	contig := st.readOff + st.ready.len()
 	if end <= contig {
 		st.maybeDoneLocked()
 		if fin {
@@ -520,7 +522,7 @@ func (st *Stream) onStreamFrame(off uint64, data []byte, fin bool) (grew uint64,
 		return grew, 0, nil // duplicate
 	}
 	if off <= contig {
-		st.ready = append(st.ready, data[contig-off:]...)
+		st.ready.write(data[contig-off:])
 		st.drainPendingLocked()
 		wake(st.readCh)
 		return grew, 0, nil
@@ -546,12 +548,12 @@ func (st *Stream) insertPendingLocked(off uint64, data []byte) {
 func (st *Stream) drainPendingLocked() {
 	for len(st.pending) > 0 {
 		c := st.pending[0]
-		contig := st.readOff + uint64(len(st.ready))
+		contig := st.readOff + st.ready.len()
 		if c.off > contig {
 			return
 		}
 		if end := c.off + uint64(len(c.data)); end > contig {
-			st.ready = append(st.ready, c.data[contig-c.off:]...)
+			st.ready.write(c.data[contig-c.off:])
 		}
 		st.pending[0] = recvChunk{}
 		st.pending = st.pending[1:]
@@ -574,7 +576,7 @@ func (st *Stream) onResetStream(code ErrorCode, final uint64) (grew uint64, ec E
 	st.finalSize = final
 	if st.recvErr == nil && !(st.finReceived && st.readOff == final) {
 		st.recvErr = &StreamError{StreamID: st.id, Code: code, Remote: true}
-		st.ready = nil
+		st.ready.reset()
 		st.pending = nil
 	}
 	st.maybeDoneLocked()
@@ -607,6 +609,8 @@ func (st *Stream) maybeDoneLocked() {
 	recvDone := st.readClosed || st.recvErr != nil || (st.finKnown && st.readOff == st.finalSize)
 	if sendDone && recvDone {
 		st.removed = true
+		st.sendBuf.reset()
+		st.ready.reset()
 		st.s.streamDone(st)
 	}
 }
