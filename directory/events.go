@@ -237,11 +237,12 @@ const pingInterval = 30 * time.Second
 // reader, while idle; a writer goroutine exists only while events are
 // queued.
 type stream struct {
-	sess session
-	conn *websocket.Conn
-	ctx  context.Context // canceled when the stream ends
-	done chan struct{}   // closed when teardown is complete
-	wg   *sync.WaitGroup // the server's: counts the stream's goroutines
+	sess   session
+	conn   *websocket.Conn
+	ctx    context.Context // canceled when the stream ends
+	cancel context.CancelFunc
+	done   chan struct{}   // closed when teardown is complete
+	wg     *sync.WaitGroup // the server's: counts the stream's goroutines
 
 	mu      sync.Mutex // protects the fields below
 	queue   [][]byte
@@ -310,6 +311,9 @@ func (st *stream) close(code websocket.StatusCode, reason string) {
 	st.closed = true
 	st.wg.Add(1)
 	st.mu.Unlock()
+	// End the stream for the server now; the closing handshake below may
+	// take as long as the peer lets it.
+	st.cancel()
 	// CloseNow rather than Close: a close handshake waits for the peer,
 	// which a misbehaving device may never answer. The status is best
 	// effort.
@@ -355,7 +359,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess session) *a
 	// The stream outlives this handler: its context descends from the
 	// server's, not the request's.
 	st := &stream{sess: sess, conn: conn, done: make(chan struct{}), wg: &s.wg}
-	st.ctx = conn.CloseRead(s.ctx)
+	st.ctx, st.cancel = context.WithCancel(conn.CloseRead(s.ctx))
 	if old := s.hub.add(st); old != nil {
 		old.close(websocket.StatusPolicyViolation, "connected again")
 	}

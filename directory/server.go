@@ -24,6 +24,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -93,6 +94,11 @@ type Config struct {
 	// ID names this process in the store's presence rows; empty means
 	// random. Two processes must never share an ID.
 	ID string
+	// HeartbeatInterval is how often this process records that it is
+	// alive; a process silent for three intervals is taken for dead and
+	// the devices it held are marked offline by the others. Zero means
+	// 10 s.
+	HeartbeatInterval time.Duration
 }
 
 // Server is a directory server. Create it with New, serve Handler, and Close
@@ -161,6 +167,7 @@ func New(cfg Config) (*Server, error) {
 	def(&s.cfg.DialbackTimeout, 3*time.Second)
 	def(&s.cfg.SupernodeTTL, 2*time.Minute)
 	def(&s.cfg.TicketLifetime, 10*time.Minute)
+	def(&s.cfg.HeartbeatInterval, 10*time.Second)
 	if s.cfg.MailboxMaxBlob == 0 {
 		s.cfg.MailboxMaxBlob = 64 << 10
 	}
@@ -194,9 +201,15 @@ func New(cfg Config) (*Server, error) {
 	s.m = newMetrics(s.reg, s)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.hub.init()
-	s.wg.Add(2)
+	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.store.Heartbeat(hctx, s.id, s.now()); err != nil {
+		return nil, fmt.Errorf("directory: heartbeat: %w", err)
+	}
+	s.wg.Add(3)
 	go s.pinger()
 	go s.janitor()
+	go s.reaper()
 	s.unsubscribe = s.store.Subscribe(s.onBroadcast, s.onBroadcastReset)
 	s.routes()
 	return s, nil
@@ -226,6 +239,9 @@ func (s *Server) Close() error {
 		defer cancel()
 		if err := s.store.ClearOnline(ctx, s.id, s.now()); err != nil {
 			s.log.Warn("clear presence on close", "err", err)
+		}
+		if _, err := s.store.DeleteServer(ctx, s.id); err != nil {
+			s.log.Warn("unregister on close", "err", err)
 		}
 	})
 	return nil
@@ -363,6 +379,62 @@ func (s *Server) routes() {
 	dash := dashboardHandler()
 	for _, p := range []string{"GET /{$}", "GET /app.js", "GET /style.css"} {
 		s.mux.Handle(p, dash)
+	}
+}
+
+// reaper keeps this process's heartbeat and marks offline the devices held
+// by processes that stopped beating without closing (crashed, killed,
+// partitioned), telling their contacts.
+func (s *Server) reaper() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HeartbeatInterval)
+		s.reap(ctx)
+		cancel()
+	}
+}
+
+func (s *Server) reap(ctx context.Context) {
+	now := s.now()
+	if err := s.store.Heartbeat(ctx, s.id, now); err != nil {
+		s.log.Warn("heartbeat failed", "err", err)
+		return
+	}
+	stale, err := s.store.StaleServers(ctx, now.Add(-3*s.cfg.HeartbeatInterval))
+	if err != nil {
+		s.log.Warn("listing stale servers", "err", err)
+		return
+	}
+	for _, id := range stale {
+		if id == s.id {
+			continue
+		}
+		held, err := s.store.DevicesHeldBy(ctx, id)
+		if err != nil {
+			return
+		}
+		if ok, err := s.store.DeleteServer(ctx, id); err != nil || !ok {
+			continue // another process is reaping it
+		}
+		if err := s.store.ClearOnline(ctx, id, now); err != nil {
+			s.log.Warn("clearing a dead server's presence", "server", id, "err", err)
+			continue
+		}
+		s.log.Warn("server stopped beating; its devices are offline", "server", id, "devices", len(held))
+		for _, d := range held {
+			u, err := s.store.UserByID(ctx, d.UserID)
+			if err != nil {
+				continue
+			}
+			s.presenceChanged(ctx, session{userID: u.ID, username: u.Username, deviceID: d.ID, deviceKey: d.PublicKey}, false, now)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/parley-p2p/parley/directory"
 	"github.com/parley-p2p/parley/directory/client"
+	"github.com/parley-p2p/parley/directory/store"
 	"github.com/parley-p2p/parley/directory/ticket"
 )
 
@@ -362,5 +363,34 @@ func TestEventsNonContactSeesNothing(t *testing.T) {
 	}
 	if !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		t.Fatalf("unexpected error %v", err)
+	}
+}
+
+// TestDeadServerReaped: a server process that stops beating without closing
+// (here a "ghost" that never existed but holds alice's device) has its
+// devices marked offline by a live one, and their contacts are told.
+func TestDeadServerReaped(t *testing.T) {
+	e := newEnv(t, func(c *directory.Config) { c.HeartbeatInterval = 20 * time.Millisecond })
+	ctx := t.Context()
+	a, aKey := e.user("alice")
+	b, _ := e.user("bob")
+	befriend(t, a, b, "bob", "alice")
+	bs := events(t, b)
+	d, err := e.store.DeviceByKey(ctx, store.Key(aKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.SetDeviceOnline(ctx, d.ID, "ghost", true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Heartbeat(ctx, "ghost", time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextEvent(t, bs, "presence")
+	if ev.Username != "alice" || ev.Online || *ev.Device != aKey {
+		t.Fatalf("presence %s", ev.Raw)
+	}
+	if d, _ := e.store.DeviceByKey(ctx, store.Key(aKey)); d.Online {
+		t.Fatal("alice's device still online")
 	}
 }

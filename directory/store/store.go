@@ -178,6 +178,17 @@ type Store interface {
 	// server if server is "".
 	ClearOnline(ctx context.Context, server string, now time.Time) error
 	SetDeviceEndpoints(ctx context.Context, deviceID int64, endpoints []string, now time.Time) error
+	// DevicesHeldBy returns the devices whose event stream server holds.
+	DevicesHeldBy(ctx context.Context, server string) ([]Device, error)
+
+	// Heartbeat records that server is alive at now.
+	Heartbeat(ctx context.Context, server string, now time.Time) error
+	// StaleServers returns the servers whose last heartbeat is before
+	// the given time.
+	StaleServers(ctx context.Context, before time.Time) ([]string, error)
+	// DeleteServer forgets server and reports whether this call did, so
+	// that of several processes reaping a dead one only one acts.
+	DeleteServer(ctx context.Context, server string) (bool, error)
 	CountOnline(ctx context.Context) (int, error)
 
 	CreateToken(ctx context.Context, t Token) error

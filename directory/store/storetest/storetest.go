@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Supernodes", testSupernodes},
 		{"DeleteUserCascades", testDeleteUserCascades},
 		{"Broadcast", testBroadcast},
+		{"Servers", testServers},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -550,5 +551,31 @@ func testBroadcast(t *testing.T, s store.Store) {
 	cancel()
 	if err := s.Publish(ctx(t), make([]byte, store.MaxBroadcast+1)); !errors.Is(err, store.ErrTooLarge) {
 		t.Fatalf("oversized publish: %v", err)
+	}
+}
+
+func testServers(t *testing.T, s store.Store) {
+	a := mustUser(t, s, "alice")
+	d1, d2 := mustDevice(t, s, a, 1), mustDevice(t, s, a, 2)
+	s.SetDeviceOnline(ctx(t), d1.ID, "dead", true, t0)
+	s.SetDeviceOnline(ctx(t), d2.ID, "alive", true, t0)
+	if err := s.Heartbeat(ctx(t), "dead", t0); err != nil {
+		t.Fatal(err)
+	}
+	s.Heartbeat(ctx(t), "alive", t0)
+	s.Heartbeat(ctx(t), "alive", t0.Add(time.Minute)) // upsert
+	stale, err := s.StaleServers(ctx(t), t0.Add(30*time.Second))
+	if err != nil || !slices.Equal(stale, []string{"dead"}) {
+		t.Fatalf("StaleServers = %v, %v", stale, err)
+	}
+	held, err := s.DevicesHeldBy(ctx(t), "dead")
+	if err != nil || len(held) != 1 || held[0].ID != d1.ID {
+		t.Fatalf("DevicesHeldBy = %+v, %v", held, err)
+	}
+	if ok, err := s.DeleteServer(ctx(t), "dead"); !ok || err != nil {
+		t.Fatalf("DeleteServer = %v, %v", ok, err)
+	}
+	if ok, _ := s.DeleteServer(ctx(t), "dead"); ok {
+		t.Fatal("DeleteServer twice reported true")
 	}
 }

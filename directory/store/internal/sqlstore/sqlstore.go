@@ -482,6 +482,45 @@ func (s *DB) SetDeviceEndpoints(ctx context.Context, deviceID int64, endpoints [
 	return affected(s.exec(ctx, `UPDATE devices SET endpoints = ?, updated_at = ? WHERE id = ?`, string(b), store.Millis(now), deviceID))
 }
 
+func (s *DB) DevicesHeldBy(ctx context.Context, server string) ([]store.Device, error) {
+	rows, err := s.query(ctx, `SELECT `+deviceCols+` FROM devices WHERE online <> 0 AND online_server = ? ORDER BY id`, server)
+	if err != nil {
+		return nil, err
+	}
+	return collectDevices(rows)
+}
+
+func (s *DB) Heartbeat(ctx context.Context, server string, now time.Time) error {
+	_, err := s.exec(ctx, `INSERT INTO servers (id, heartbeat_at) VALUES (?, ?)
+		ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`, server, store.Millis(now))
+	return err
+}
+
+func (s *DB) StaleServers(ctx context.Context, before time.Time) ([]string, error) {
+	rows, err := s.query(ctx, `SELECT id FROM servers WHERE heartbeat_at < ? ORDER BY id`, store.Millis(before))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+func (s *DB) DeleteServer(ctx context.Context, server string) (bool, error) {
+	err := affected(s.exec(ctx, `DELETE FROM servers WHERE id = ?`, server))
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 func (s *DB) CountOnline(ctx context.Context) (int, error) {
 	var n int
 	err := s.queryRow(ctx, `SELECT COUNT(*) FROM devices WHERE online <> 0`).Scan(&n)
