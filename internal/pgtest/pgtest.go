@@ -155,7 +155,23 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// start starts a server, retrying with another port if the one picked was
+// taken by someone else in the meantime (packages test in parallel).
 func start() (*server, error) {
+	var err error
+	for range 3 {
+		var s *server
+		if s, err = startOnce(); err == nil {
+			return s, nil
+		}
+		if !strings.Contains(err.Error(), "could not bind") && !strings.Contains(err.Error(), "Address already in use") {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+func startOnce() (*server, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
