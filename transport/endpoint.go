@@ -65,6 +65,9 @@ type Endpoint struct {
 	pool      sync.Pool
 	stats     endpointCounters
 	readDone  chan struct{}
+	reader    batchReader
+	writer    batchWriter
+	offload   bool // GSO/GRO: reads may hold several coalesced packets
 
 	// mu protects the fields below.
 	mu          sync.Mutex
@@ -100,6 +103,7 @@ func NewEndpoint(pc net.PacketConn, key PrivateKey, cfg *Config) *Endpoint {
 	}
 	size := c.MaxPacketSize + 1 // one spare byte tells an oversized datagram
 	e.pool.New = func() any { b := make([]byte, size); return &packet{buf: b} }
+	e.reader, e.writer, e.offload = newBatchIO(pc)
 	go e.readLoop()
 	return e
 }
@@ -268,8 +272,11 @@ func (e *Endpoint) forgetEphemeral(s *Session) {
 	e.mu.Unlock()
 }
 
-func (e *Endpoint) write(b []byte, to *net.UDPAddr) {
-	if _, err := e.pc.WriteTo(b, to); err != nil {
+func (e *Endpoint) write(b []byte, to *net.UDPAddr) { e.writeBatch(b, len(b), to) }
+
+// writeBatch sends b as packets of seg bytes each (the last may be shorter).
+func (e *Endpoint) writeBatch(b []byte, seg int, to *net.UDPAddr) {
+	if err := e.writer.writeBatch(b, seg, to); err != nil {
 		e.log.Debug("write failed", "to", to, "err", err)
 	}
 }
@@ -287,23 +294,24 @@ type addrPortReader interface {
 
 func (e *Endpoint) readLoop() {
 	defer close(e.readDone)
-	fast, _ := e.pc.(addrPortReader)
+	var big []byte
+	if e.offload {
+		big = make([]byte, 1<<16) // GRO may coalesce up to 64 KiB
+	}
 	for {
-		p := e.getPacket()
-		var n int
-		var from netip.AddrPort
-		var err error
-		if fast != nil {
-			n, from, err = fast.ReadFromUDPAddrPort(p.buf)
+		var p *packet
+		var buf []byte
+		if big != nil {
+			buf = big
 		} else {
-			var a net.Addr
-			n, a, err = e.pc.ReadFrom(p.buf)
-			if ua, ok := a.(*net.UDPAddr); ok {
-				from = ua.AddrPort()
-			}
+			p = e.getPacket()
+			buf = p.buf
 		}
+		n, seg, from, err := e.reader.readBatch(buf)
 		if err != nil {
-			e.putPacket(p)
+			if p != nil {
+				e.putPacket(p)
+			}
 			e.mu.Lock()
 			closed := e.closed
 			e.mu.Unlock()
@@ -318,17 +326,39 @@ func (e *Endpoint) readLoop() {
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		e.stats.received.Add(1)
-		if n > e.cfg.MaxPacketSize {
-			e.stats.droppedMalformed.Add(1)
-			e.putPacket(p)
+		now := time.Now()
+		if p != nil {
+			e.deliverRaw(p, n, from, now)
 			continue
 		}
-		p.data = p.buf[:n]
-		p.from = from
-		p.rcvTime = time.Now()
-		e.handle(p)
+		// Split a coalesced read into its packets.
+		for off := 0; off < n; off += seg {
+			m := min(seg, n-off)
+			p := e.getPacket()
+			if m > len(p.buf) {
+				e.putPacket(p)
+				e.stats.received.Add(1)
+				e.stats.droppedMalformed.Add(1)
+				continue
+			}
+			copy(p.buf, buf[off:off+m])
+			e.deliverRaw(p, m, from, now)
+		}
 	}
+}
+
+// deliverRaw checks the size of a datagram read into p.buf and routes it.
+func (e *Endpoint) deliverRaw(p *packet, n int, from netip.AddrPort, now time.Time) {
+	e.stats.received.Add(1)
+	if n > e.cfg.MaxPacketSize {
+		e.stats.droppedMalformed.Add(1)
+		e.putPacket(p)
+		return
+	}
+	p.data = p.buf[:n]
+	p.from = from
+	p.rcvTime = now
+	e.handle(p)
 }
 
 // handle routes one datagram. It owns p.

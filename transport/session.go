@@ -223,8 +223,15 @@ type Session struct {
 	maxIncoming   uint64 // cumulative streams the peer may open (we granted)
 	peerOpened    uint64 // streams the peer opened so far
 	timer         *time.Timer
-	sendBuf       []byte
 	scratch       [128]byte
+
+	// The pending GSO batch: packets sealed but not yet written.
+	batch      []byte
+	batchTo    *net.UDPAddr
+	batchSeg   int
+	batchN     int
+	batchShort bool // the last packet is shorter than batchSeg: flush next
+
 	dgramDrops    uint64
 	nextPN        uint64 // never reused: the AEAD nonce
 	largestRecv   uint64
@@ -268,7 +275,6 @@ func newSession(ep *Endpoint, initiator bool, localCID wire.ConnID, remote Publi
 		maxIncoming:  uint64(cfg.MaxIncomingStreams),
 		cur:          newPath(addr, initiator),
 		dialed:       addr,
-		sendBuf:      make([]byte, 0, cfg.MaxPacketSize),
 	}
 	s.log = cfg.Logger.With("session", localCID.String()[:8], "peer", remote.Short())
 	s.remoteAddr.Store(s.cur.udpAddr)

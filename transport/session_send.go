@@ -21,6 +21,7 @@ func (s *Session) sendPackets(now time.Time) {
 	if s.state != stateEstablished {
 		return
 	}
+	defer s.flush()
 	s.sendPathResponses(now)
 	s.pacingUntil = time.Time{}
 	for i := 0; i < maxBurst; i++ {
@@ -80,7 +81,7 @@ func (s *Session) hasWork() bool {
 // ACK; probe forces an ack-eliciting packet (a PING if nothing else). It
 // reports whether a packet was sent.
 func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
-	buf := s.sendBuf[:0]
+	buf := s.outBuf(s.cur)
 	pn := s.nextPN
 	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
 	buf = hdr.Append(buf)
@@ -145,7 +146,7 @@ func (s *Session) seal(buf []byte, pn uint64, now time.Time, ackEliciting bool, 
 	out := s.sealer.Seal(buf[wire.DataHeaderLen:wire.DataHeaderLen], buf[:wire.DataHeaderLen], buf[wire.DataHeaderLen:], pn)
 	pkt := buf[:wire.DataHeaderLen+len(out)]
 	s.nextPN++
-	s.ep.write(pkt, p.udpAddr)
+	s.commitOut(len(pkt))
 	p.sentBytes += uint64(len(pkt))
 	s.sph.SentPacket(now, pn, len(pkt), ackEliciting, frames)
 	s.lastSent = now
@@ -345,19 +346,21 @@ func (s *Session) sendPathResponses(now time.Time) {
 	s.control = kept
 	s.mu.Unlock()
 	for _, c := range others {
-		buf := s.sendBuf[:0]
+		tmp := newPath(c.to, false)
+		buf := s.outBuf(tmp)
 		pn := s.nextPN
 		hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
 		buf = hdr.Append(buf)
 		f := wire.PathResponseFrame{Data: c.data}
 		buf = f.Append(buf)
-		s.seal(buf, pn, now, false, nil, newPath(c.to, false))
+		s.seal(buf, pn, now, false, nil, tmp)
 	}
 }
 
 // sendClose sends a packet holding only the CLOSE frame.
 func (s *Session) sendClose(now time.Time) {
-	buf := s.sendBuf[:0]
+	defer s.flush()
+	buf := s.outBuf(s.cur)
 	pn := s.nextPN
 	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
 	buf = hdr.Append(buf)
@@ -369,4 +372,51 @@ func (s *Session) sendClose(now time.Time) {
 	buf = f.Append(buf)
 	s.lastCloseSent = now
 	s.seal(buf, pn, now, false, nil, s.cur)
+}
+
+// outBuf returns an empty slice at the end of the pending batch with room
+// for one packet to p, flushing the batch first when p is another address,
+// the batch is full, or its last packet was short.
+func (s *Session) outBuf(p *path) []byte {
+	if s.batchN > 0 && (s.batchTo != p.udpAddr || cap(s.batch)-len(s.batch) < s.cfg.MaxPacketSize ||
+		s.batchN >= maxBatchSegments || s.batchShort) {
+		s.flush()
+	}
+	if s.batch == nil {
+		s.batch = make([]byte, 0, max(maxBatchBytes, s.cfg.MaxPacketSize))
+	}
+	s.batchTo = p.udpAddr
+	return s.batch[len(s.batch):len(s.batch)]
+}
+
+// commitOut adds to the batch the n-byte packet just written at its end.
+// All packets of a batch but the last have the size of the first (GSO).
+func (s *Session) commitOut(n int) {
+	start := len(s.batch)
+	if s.batchN > 0 && n > s.batchSeg {
+		// Larger than the batch's packets: send those, then move this one
+		// to the front as the start of a new batch.
+		s.ep.writeBatch(s.batch[:start], s.batchSeg, s.batchTo)
+		copy(s.batch[:n], s.batch[start:start+n])
+		s.batch = s.batch[:n]
+		s.batchN, s.batchSeg, s.batchShort = 1, n, false
+		return
+	}
+	if s.batchN == 0 {
+		s.batchSeg = n
+	}
+	s.batch = s.batch[:start+n]
+	s.batchN++
+	if n < s.batchSeg {
+		s.batchShort = true
+	}
+}
+
+// flush sends the pending batch.
+func (s *Session) flush() {
+	if s.batchN > 0 {
+		s.ep.writeBatch(s.batch, s.batchSeg, s.batchTo)
+	}
+	s.batch = s.batch[:0]
+	s.batchN, s.batchShort = 0, false
 }
