@@ -232,13 +232,13 @@ type Session struct {
 	batchN     int
 	batchShort bool // the last packet is shorter than batchSeg: flush next
 
-	dgramDrops    uint64
-	nextPN        uint64 // never reused: the AEAD nonce
-	largestRecv   uint64
-	phaseFirstPN  uint64 // first packet number sent in the current key phase
-	probes        int    // probe packets the PTO asked for
-	pacingUntil   time.Time
-	closeReason   string
+	dgramDrops   uint64
+	nextPN       uint64 // never reused: the AEAD nonce
+	largestRecv  uint64
+	phaseFirstPN uint64 // first packet number sent in the current key phase
+	probes       int    // probe packets the PTO asked for
+	pacingUntil  time.Time
+	closeReason  string
 
 	initRetransmitted bool // Karn: no RTT sample from a resent initiation
 
