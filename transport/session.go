@@ -168,7 +168,9 @@ type Session struct {
 	acceptQ        []*Stream
 	acceptCh       chan struct{}
 	closeErr       error
-	stats          SessionStats
+	stats          SessionStats // the fields not in counters
+
+	counters sessionCounters // per-packet counters, without the lock
 
 	// flowMu protects session-level receive flow control, which Read (user
 	// goroutines) and the run loop both touch.
@@ -358,11 +360,21 @@ func (s *Session) closeError() error {
 	return s.closeErr
 }
 
+type sessionCounters struct {
+	packetsSent, packetsReceived, bytesSent, bytesReceived atomic.Uint64
+	droppedDuplicate, droppedAuth                          atomic.Uint64
+}
+
 // Stats returns a snapshot of the session's counters.
 func (s *Session) Stats() SessionStats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	s.mu.Unlock()
+	c := &s.counters
+	st.PacketsSent, st.PacketsReceived = c.packetsSent.Load(), c.packetsReceived.Load()
+	st.BytesSent, st.BytesReceived = c.bytesSent.Load(), c.bytesReceived.Load()
+	st.DroppedDuplicate, st.DroppedAuth = c.droppedDuplicate.Load(), c.droppedAuth.Load()
+	return st
 }
 
 func (s *Session) smoothedRTT() time.Duration { return time.Duration(s.rttNanos.Load()) }

@@ -258,16 +258,12 @@ func (s *Session) handleData(p *packet, now time.Time) {
 	plain, updated, err := s.opener.Open(b[wire.DataHeaderLen:wire.DataHeaderLen], b[:wire.DataHeaderLen], b[wire.DataHeaderLen:], hdr.PacketNumber, hdr.KeyPhase)
 	if err != nil {
 		s.ep.stats.droppedAuth.Add(1)
-		s.mu.Lock()
-		s.stats.DroppedAuth++
-		s.mu.Unlock()
+		s.counters.droppedAuth.Add(1)
 		return
 	}
 	if !s.replay.Accept(hdr.PacketNumber) {
 		s.ep.stats.droppedReplay.Add(1)
-		s.mu.Lock()
-		s.stats.DroppedDuplicate++
-		s.mu.Unlock()
+		s.counters.droppedDuplicate.Add(1)
 		return
 	}
 	if updated {
@@ -277,10 +273,8 @@ func (s *Session) handleData(p *packet, now time.Time) {
 		}
 	}
 	s.lastRecv = now
-	s.mu.Lock()
-	s.stats.PacketsReceived++
-	s.stats.BytesReceived += uint64(len(b))
-	s.mu.Unlock()
+	s.counters.packetsReceived.Add(1)
+	s.counters.bytesReceived.Add(uint64(len(b)))
 	if !s.initiator && !s.confirmed {
 		s.confirmed = true
 		s.response = nil

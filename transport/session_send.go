@@ -151,10 +151,8 @@ func (s *Session) seal(buf []byte, pn uint64, now time.Time, ackEliciting bool, 
 	s.sph.SentPacket(now, pn, len(pkt), ackEliciting, frames)
 	s.lastSent = now
 	s.keyPhaseN++
-	s.mu.Lock()
-	s.stats.PacketsSent++
-	s.stats.BytesSent += uint64(len(pkt))
-	s.mu.Unlock()
+	s.counters.packetsSent.Add(1)
+	s.counters.bytesSent.Add(uint64(len(pkt)))
 	if (s.keyPhaseN >= s.cfg.KeyUpdatePackets || now.Sub(s.keyPhaseAt) >= s.cfg.KeyUpdateInterval) &&
 		s.phaseAcked && s.sealer.KeyPhase() == s.opener.KeyPhase() {
 		s.log.Debug("key update", "packets", s.keyPhaseN)
