@@ -288,7 +288,10 @@ func (st *stream) pump() {
 		ev := st.queue[0]
 		st.queue = st.queue[1:]
 		st.mu.Unlock()
-		ctx, cancel := context.WithTimeout(st.ctx, 10*time.Second)
+		// Not st.ctx: canceling a write in progress would break the
+		// connection before the closing event goes out. close ends the
+		// loop instead, and the timeout bounds a stuck peer.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var err error
 		if ev == nil {
 			err = st.conn.Ping(ctx)
