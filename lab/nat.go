@@ -18,7 +18,7 @@ const (
 	// address-and-port-dependent: only replies to a conntrack entry get in.
 	EIM NATKind = iota + 1
 
-	// Symmetric is masquerade random-fully: every new flow, that is every
+	// Symmetric is masquerade fully-random: every new flow, that is every
 	// new destination address and port, gets a random public port
 	// (address-and-port-dependent mapping).
 	Symmetric
@@ -74,7 +74,7 @@ func (k NATKind) ruleset() (nat string, ok bool) {
 	case Symmetric:
 		return `	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname "wan0" masquerade random-fully
+		oifname "wan0" masquerade fully-random
 	}
 `, true
 	case FullCone:
