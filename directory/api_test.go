@@ -30,7 +30,9 @@ func TestRegisterRules(t *testing.T) {
 	wantStatus(t, err, 409, "username_taken")
 }
 
-func TestLoginLogout(t *testing.T) {
+func TestLoginLogout(t *testing.T) { testLoginLogout(t, newEnv) }
+
+func testLoginLogout(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	ctx := t.Context()
 	c, key := e.user("alice")
@@ -80,6 +82,10 @@ func TestTokenExpires(t *testing.T) {
 }
 
 func TestChangePasswordRevokesOtherTokens(t *testing.T) {
+	testChangePasswordRevokesOtherTokens(t, newEnv)
+}
+
+func testChangePasswordRevokesOtherTokens(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	ctx := t.Context()
 	c1, _ := e.user("alice")
@@ -108,7 +114,9 @@ func TestChangePasswordRevokesOtherTokens(t *testing.T) {
 	}
 }
 
-func TestDeleteAccount(t *testing.T) {
+func TestDeleteAccount(t *testing.T) { testDeleteAccount(t, newEnv) }
+
+func testDeleteAccount(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	ctx := t.Context()
 	a, _ := e.user("alice")
@@ -187,7 +195,9 @@ func TestSearchRateLimit(t *testing.T) {
 	wantStatus(t, err, 429, "rate_limited")
 }
 
-func TestDevices(t *testing.T) {
+func TestDevices(t *testing.T) { testDevices(t, newEnv) }
+
+func testDevices(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	ctx := t.Context()
 	c1, k1 := e.user("alice")
@@ -218,7 +228,9 @@ func TestDevices(t *testing.T) {
 	}
 }
 
-func TestContactsFlowAndConditionalGET(t *testing.T) {
+func TestContactsFlowAndConditionalGET(t *testing.T) { testContactsFlowAndConditionalGET(t, newEnv) }
+
+func testContactsFlowAndConditionalGET(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	ctx := t.Context()
 	a, _ := e.user("alice")
@@ -301,7 +313,9 @@ func TestContactsFlowAndConditionalGET(t *testing.T) {
 	wantStatus(t, err, 400, "invalid_request")
 }
 
-func TestBlock(t *testing.T) {
+func TestBlock(t *testing.T) { testBlock(t, newEnv) }
+
+func testBlock(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	ctx := t.Context()
 	a, _ := e.user("alice")

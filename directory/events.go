@@ -48,7 +48,9 @@ type broadcast struct {
 	KeepToken    string `json:"kt,omitempty"`
 	// Kick closes the stream of device Kick held by any process other than
 	// Origin: the device has connected again elsewhere.
-	Kick   int64  `json:"k,omitempty"`
+	Kick int64 `json:"k,omitempty"`
+	// Origin is the publishing process, which applies its own messages
+	// when it publishes them.
 	Origin string `json:"o,omitempty"`
 }
 
@@ -71,6 +73,12 @@ func (s *Server) publish(ctx context.Context, b broadcast) {
 		}
 		return
 	}
+	// Apply locally at once, so that this process never lags its own
+	// writes (a revoked token must fail on the next request here); other
+	// processes apply it when the broadcast arrives, and this one ignores
+	// its own copy.
+	b.Origin = s.id
+	s.apply(b)
 	p, err := json.Marshal(b)
 	if err == nil {
 		err = s.store.Publish(ctx, p)
@@ -86,13 +94,22 @@ func splitIDs(ids []int64) (head, rest []int64) {
 	return ids[:n], ids[n:]
 }
 
-// onBroadcast applies a message from any process, this one included.
+// onBroadcast applies a message from another process.
 func (s *Server) onBroadcast(p []byte) {
 	var b broadcast
 	if err := json.Unmarshal(p, &b); err != nil {
 		s.log.Warn("malformed broadcast", "err", err)
 		return
 	}
+	if b.Origin == s.id {
+		return // applied when published
+	}
+	s.apply(b)
+}
+
+// apply acts on a broadcast: delivers its event to the matching streams
+// this process holds and drops the matching cache entries.
+func (s *Server) apply(b broadcast) {
 	for _, u := range b.Invalidate {
 		s.lists.invalidate(u)
 	}
@@ -373,7 +390,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, sess session) *a
 		s.log.Error("set device online", "err", err)
 	}
 	// A stream for this device on another process must go.
-	s.publish(ctx, broadcast{Kick: sess.deviceID, Origin: s.id})
+	s.publish(ctx, broadcast{Kick: sess.deviceID})
 	st.send(mustJSON(map[string]any{"type": evHello, "device": keyString(sess.deviceKey), "username": sess.username, "server_time": now.UTC()}))
 	s.presenceChanged(ctx, sess, true, now)
 	if n, err := s.store.CountMail(ctx, sess.deviceID); err == nil && n > 0 {

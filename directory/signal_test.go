@@ -16,7 +16,9 @@ import (
 	"github.com/parley-p2p/parley/directory/ticket"
 )
 
-func TestPresenceAndOffer(t *testing.T) {
+func TestPresenceAndOffer(t *testing.T) { testPresenceAndOffer(t, newEnv) }
+
+func testPresenceAndOffer(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	ctx := t.Context()
 	a, aKey := e.user("alice")
@@ -65,7 +67,9 @@ func TestPresenceAndOffer(t *testing.T) {
 	}
 }
 
-func TestReconnectReplacesStream(t *testing.T) {
+func TestReconnectReplacesStream(t *testing.T) { testReconnectReplacesStream(t, newEnv) }
+
+func testReconnectReplacesStream(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	a, _ := e.user("alice")
 	b, _ := e.user("bob")
@@ -90,7 +94,9 @@ func TestReconnectReplacesStream(t *testing.T) {
 	}
 }
 
-func TestMailbox(t *testing.T) {
+func TestMailbox(t *testing.T) { testMailbox(t, newEnv) }
+
+func testMailbox(t *testing.T, newEnv envMaker) {
 	e := newEnv(t, func(c *directory.Config) { c.MailboxMaxBlob = 100; c.MailboxMaxCount = 3; c.MailboxMaxBytes = 200 })
 	ctx := t.Context()
 	a, aKey := e.user("alice")
@@ -159,7 +165,9 @@ func echoSupernode(t *testing.T, echo bool) string {
 	return pc.LocalAddr().String()
 }
 
-func TestSupernodesAndTickets(t *testing.T) {
+func TestSupernodesAndTickets(t *testing.T) { testSupernodesAndTickets(t, newEnv) }
+
+func testSupernodesAndTickets(t *testing.T, newEnv envMaker) {
 	e := newEnv(t, func(c *directory.Config) { c.DialbackTimeout = 600 * time.Millisecond })
 	ctx := t.Context()
 	a, aKey := e.user("alice")
@@ -225,7 +233,9 @@ func TestSupernodesAndTickets(t *testing.T) {
 
 // TestCrossAccount: for every endpoint that touches another user's data,
 // an account that is not a mutual contact can neither read nor change it.
-func TestCrossAccount(t *testing.T) {
+func TestCrossAccount(t *testing.T) { testCrossAccount(t, newEnv) }
+
+func testCrossAccount(t *testing.T, newEnv envMaker) {
 	e := newEnv(t)
 	ctx := t.Context()
 	a, aKey := e.user("alice")
