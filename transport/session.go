@@ -152,8 +152,9 @@ type Session struct {
 	closing  chan struct{} // closed when closeErr is set
 	startErr error         // why the handshake failed; set before done closes
 
-	rttNanos   atomic.Int64 // smoothed RTT, for stream window auto-tuning
-	remoteAddr atomic.Pointer[net.UDPAddr]
+	rttNanos     atomic.Int64 // smoothed RTT, for stream window auto-tuning
+	curValidated atomic.Bool
+	remoteAddr   atomic.Pointer[net.UDPAddr]
 
 	// mu protects the fields below, which user goroutines share with the
 	// run loop. Never hold mu and a Stream's mu at once.
@@ -246,6 +247,65 @@ type Session struct {
 
 	aborted   chan struct{}
 	abortOnce sync.Once
+
+	moveCh  chan moveRequest
+	probing []*probe // paths being validated at the application's request
+}
+
+// moveRequest asks the run loop to move the session to a new path.
+type moveRequest struct {
+	addr   netip.AddrPort
+	result chan error
+}
+
+// probe is a path the application asked to move to, while it is validated.
+type probe struct {
+	p      *path
+	result chan error
+	sent   int
+}
+
+// ErrPathUnreachable means a path did not answer validation.
+var ErrPathUnreachable = errors.New("transport: path did not answer")
+
+// MovePath moves the session to the peer address addr: the session sends a
+// PATH_CHALLENGE there and, once the authenticated PATH_RESPONSE returns,
+// sends everything on that path; the peer follows when our packets arrive
+// from the new path. Streams carry on untouched: nothing is lost or
+// repeated. It fails with ErrPathUnreachable if addr does not answer within
+// a few round trips (the session stays where it was). If the response comes
+// from another address than addr (a NAT that mapped the peer's reply
+// elsewhere), the session moves to where the response came from.
+func (s *Session) MovePath(ctx context.Context, addr netip.AddrPort) error {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	req := moveRequest{addr: addr, result: make(chan error, 1)}
+	select {
+	case s.moveCh <- req:
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.result:
+		return err
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Path describes where the session currently sends.
+type Path struct {
+	Remote    netip.AddrPort
+	Validated bool
+}
+
+// CurrentPath returns the peer address the session sends to now.
+func (s *Session) CurrentPath() Path {
+	a := s.remoteAddr.Load().AddrPort()
+	return Path{Remote: netip.AddrPortFrom(a.Addr().Unmap(), a.Port()), Validated: s.curValidated.Load()}
 }
 
 type closeRequest struct {
@@ -268,6 +328,7 @@ func newSession(ep *Endpoint, initiator bool, localCID wire.ConnID, remote Publi
 		ready:        make(chan struct{}),
 		closing:      make(chan struct{}),
 		aborted:      make(chan struct{}),
+		moveCh:       make(chan moveRequest),
 		streams:      make(map[uint64]*Stream),
 		streamCredit: make(chan struct{}, 1),
 		acceptCh:     make(chan struct{}, 1),
@@ -280,6 +341,7 @@ func newSession(ep *Endpoint, initiator bool, localCID wire.ConnID, remote Publi
 	}
 	s.log = cfg.Logger.With("session", localCID.String()[:8], "peer", remote.Short())
 	s.remoteAddr.Store(s.cur.udpAddr)
+	s.curValidated.Store(initiator)
 	s.rtt = &congestion.RTTStats{}
 	kind, err := congestion.ParseKind(cfg.Congestion)
 	if err != nil {

@@ -50,6 +50,8 @@ func (s *Session) run(created time.Time) {
 			s.closeLocal(req, time.Now())
 		case <-s.aborted:
 			s.setState(stateClosed)
+		case req := <-s.moveCh:
+			s.startProbe(req, time.Now())
 		}
 		if s.state == stateClosed {
 			break
@@ -60,6 +62,10 @@ func (s *Session) run(created time.Time) {
 
 // finish releases the session's connection ID and wakes every waiter.
 func (s *Session) finish() {
+	for _, pr := range s.probing {
+		pr.result <- ErrClosed
+	}
+	s.probing = nil
 	s.setState(stateClosed)
 	s.setCloseErr(ErrClosed)
 	s.ep.removeSession(s)
@@ -106,6 +112,9 @@ func (s *Session) nextDeadline(created time.Time) time.Time {
 		if !s.cur.validated && !s.cur.challengeSent.IsZero() {
 			earliest(s.cur.challengeSent.Add(2 * s.pto()))
 		}
+		for _, pr := range s.probing {
+			earliest(pr.p.challengeSent.Add(s.probeInterval()))
+		}
 	case stateClosing, stateDraining:
 		earliest(s.closeAt)
 	}
@@ -146,11 +155,13 @@ func (s *Session) onTimer(now time.Time, created time.Time) {
 			s.opener.DropPrevious()
 			s.dropPrevAt = time.Time{}
 		}
+		s.retryProbes(now)
 		if p := s.cur; !p.validated && !p.challengeSent.IsZero() && now.Sub(p.challengeSent) >= 2*s.pto() {
 			if p.challengeN >= maxPathChallengeRetransmits && s.prev != nil && s.prev.validated {
 				s.log.Debug("path validation failed; returning to previous path", "failed", p.addr, "to", s.prev.addr)
-				s.cur, s.prev = s.prev, nil
-				s.remoteAddr.Store(s.cur.udpAddr)
+				cur := s.prev
+				s.prev = nil
+				s.setCurrent(cur)
 			} else {
 				s.sendChallenge(now)
 			}
@@ -281,6 +292,7 @@ func (s *Session) handleData(p *packet, now time.Time) {
 		s.ep.forgetEphemeral(s)
 		if p.from == s.cur.addr {
 			s.cur.validated = true
+			s.curValidated.Store(true)
 		}
 	}
 	if p.from != s.cur.addr {
@@ -307,18 +319,112 @@ func (s *Session) handleData(p *packet, now time.Time) {
 func (s *Session) migrate(to netip.AddrPort, now time.Time) {
 	s.log.Debug("peer address changed", "from", s.cur.addr, "to", to)
 	if s.prev != nil && s.prev.addr == to && s.prev.validated {
-		s.cur, s.prev = s.prev, s.cur
+		cur := s.prev
+		s.prev = s.cur
+		s.setCurrent(cur)
 	} else {
 		if s.cur.validated {
 			s.prev = s.cur
 		}
-		s.cur = newPath(to, false)
+		s.setCurrent(newPath(to, false))
 		s.sendChallenge(now)
 	}
-	s.remoteAddr.Store(s.cur.udpAddr)
 	s.mu.Lock()
 	s.stats.PathChanges++
 	s.mu.Unlock()
+}
+
+// setCurrent publishes the current path to other goroutines.
+func (s *Session) setCurrent(p *path) {
+	s.cur = p
+	s.remoteAddr.Store(p.udpAddr)
+	s.curValidated.Store(p.validated)
+}
+
+func (s *Session) probeInterval() time.Duration { return max(s.pto(), 50*time.Millisecond) }
+
+// maxProbes is how many PATH_CHALLENGEs MovePath sends before giving up.
+const maxProbes = 6
+
+func (s *Session) startProbe(req moveRequest, now time.Time) {
+	if s.state != stateEstablished {
+		req.result <- ErrClosed
+		return
+	}
+	if req.addr == s.cur.addr && s.cur.validated {
+		req.result <- nil
+		return
+	}
+	pr := &probe{p: newPath(req.addr, false), result: req.result}
+	s.probing = append(s.probing, pr)
+	s.sendProbe(pr, now)
+}
+
+// sendProbe sends a packet holding only a PATH_CHALLENGE on the probe's
+// path. It is exempt from the congestion window (a few bytes per RTT) and
+// goes to an address the application vouched for.
+func (s *Session) sendProbe(pr *probe, now time.Time) {
+	randRead(pr.p.challenge[:])
+	pr.p.challengeSent = now
+	pr.sent++
+	buf := s.outBuf(pr.p)
+	pn := s.nextPN
+	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
+	buf = hdr.Append(buf)
+	f := wire.PathChallengeFrame{Data: pr.p.challenge}
+	buf = f.Append(buf)
+	s.seal(buf, pn, now, false, nil, pr.p)
+	s.flush()
+}
+
+func (s *Session) retryProbes(now time.Time) {
+	kept := s.probing[:0]
+	for _, pr := range s.probing {
+		if now.Sub(pr.p.challengeSent) < s.probeInterval() {
+			kept = append(kept, pr)
+			continue
+		}
+		if pr.sent >= maxProbes {
+			pr.result <- ErrPathUnreachable
+			continue
+		}
+		s.sendProbe(pr, now)
+		kept = append(kept, pr)
+	}
+	s.probing = kept
+}
+
+// onPathResponse matches a PATH_RESPONSE against the current path's
+// challenge and the application's probes.
+func (s *Session) onPathResponse(data [8]byte, from netip.AddrPort, now time.Time) {
+	if !s.cur.validated && !s.cur.challengeSent.IsZero() && data == s.cur.challenge {
+		s.log.Debug("path validated", "addr", s.cur.addr)
+		s.cur.validated = true
+		s.curValidated.Store(true)
+	}
+	for i, pr := range s.probing {
+		if pr.p.challenge != data {
+			continue
+		}
+		s.probing = append(s.probing[:i], s.probing[i+1:]...)
+		s.log.Debug("moving to probed path", "addr", pr.p.addr, "answered from", from)
+		old := s.cur
+		if from == pr.p.addr {
+			pr.p.validated = true
+			pr.p.recvBytes = old.recvBytes
+			if old.validated {
+				s.prev = old
+			}
+			s.setCurrent(pr.p)
+			s.mu.Lock()
+			s.stats.PathChanges++
+			s.mu.Unlock()
+		} else {
+			s.migrate(from, now)
+		}
+		pr.result <- nil
+		return
+	}
 }
 
 func (s *Session) sendChallenge(now time.Time) {
@@ -422,9 +528,8 @@ func (s *Session) handleFrames(b []byte, from netip.AddrPort, now time.Time) (ac
 		case wire.FramePathResponse:
 			var f wire.PathResponseFrame
 			f, n, err = wire.ParsePathResponseFrame(b)
-			if err == nil && !s.cur.validated && f.Data == s.cur.challenge && !s.cur.challengeSent.IsZero() {
-				s.log.Debug("path validated", "addr", s.cur.addr)
-				s.cur.validated = true
+			if err == nil {
+				s.onPathResponse(f.Data, from, now)
 			}
 		case wire.FrameClose:
 			var f wire.CloseFrame

@@ -1,0 +1,104 @@
+package transport
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/parley-p2p/parley/natlab"
+)
+
+// forwarder relays datagrams between two fixed peers, like a dumb relay: it
+// cannot read them, it only moves them. Closing its socket kills the path.
+func forwarder(t *testing.T, pc net.PacketConn, a, b netip.AddrPort) *atomic.Uint64 {
+	var n atomic.Uint64
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			m, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			src := from.(*net.UDPAddr).AddrPort()
+			to := a
+			if src == a {
+				to = b
+			}
+			n.Add(1)
+			pc.WriteTo(buf[:m], net.UDPAddrFromAddrPort(to))
+		}
+	}()
+	return &n
+}
+
+func TestMovePathRelayToDirectMidTransfer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := natlab.New(natlab.Config{Seed: 11})
+		t.Cleanup(func() { w.Close() })
+		inet := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
+		link := natlab.Link{Delay: 10 * time.Millisecond, Rate: 100e6, Loss: 0.005}
+		alice := w.NewHost("alice", inet, link)
+		bob := w.NewHost("bob", inet, link)
+		relayHost := w.NewHost("relay", inet, natlab.Link{Delay: 30 * time.Millisecond})
+		ctx := context.Background()
+		pcA, _ := alice.ListenPacket(ctx, "udp4", ":4000")
+		pcB, _ := bob.ListenPacket(ctx, "udp4", ":5000")
+		pcR, _ := relayHost.ListenPacket(ctx, "udp4", ":6000")
+		aAddr := pcA.LocalAddr().(*net.UDPAddr).AddrPort()
+		bAddr := pcB.LocalAddr().(*net.UDPAddr).AddrPort()
+		forwarded := forwarder(t, pcR, aAddr, bAddr)
+
+		bobKey := newKey(t)
+		ln, _ := Listen(pcB, bobKey, nil)
+		t.Cleanup(func() { ln.Close() })
+		// Alice reaches bob only through the relay at first.
+		client, err := Dial(ctx, pcA, pcR.LocalAddr(), bobKey.Public(), &Config{PrivateKey: newKey(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close(); <-client.Done() })
+		server, err := ln.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := server.CurrentPath().Remote; got != pcR.LocalAddr().(*net.UDPAddr).AddrPort() {
+			t.Fatalf("bob sees alice at %v, want the relay", got)
+		}
+		var moved atomic.Bool
+		transfer(t, client, server, 2, 4<<20, func(total int64) {
+			if total > 3<<20 && !moved.Swap(true) {
+				go func() {
+					if err := client.MovePath(ctx, bAddr); err != nil {
+						t.Errorf("move to direct: %v", err)
+						return
+					}
+					// The relay may now die: the session must not notice.
+					pcR.Close()
+				}()
+			}
+		})
+		if got := client.CurrentPath(); got.Remote != bAddr || !got.Validated {
+			t.Fatalf("alice's path is %+v, want direct to %v", got, bAddr)
+		}
+		if got := server.CurrentPath().Remote; got != aAddr {
+			t.Fatalf("bob still sends to %v, want alice directly at %v", got, aAddr)
+		}
+		if forwarded.Load() == 0 {
+			t.Fatal("nothing went through the relay")
+		}
+		t.Logf("relay forwarded %d packets before the move", forwarded.Load())
+
+		// Moving to an address where nobody answers fails and changes nothing.
+		dead := netip.MustParseAddrPort("203.0.113.250:9")
+		if err := client.MovePath(ctx, dead); err != ErrPathUnreachable {
+			t.Fatalf("move to a dead address: %v", err)
+		}
+		if client.CurrentPath().Remote != bAddr {
+			t.Fatal("a failed move changed the path")
+		}
+	})
+}
