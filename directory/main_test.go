@@ -204,3 +204,42 @@ func (e *env) raw(method, path, token string, body string, hdr map[string]string
 	b := readAll(resp)
 	return resp, b
 }
+
+// Benchmark variants of the helpers.
+
+func newEnvB(b *testing.B) *env {
+	st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "directory.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	srv, err := directory.New(directory.Config{Store: st, Argon2: cheap, NoRateLimits: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	b.Cleanup(func() { srv.Close(); ts.Close() })
+	return &env{srv: srv, http: ts, store: st}
+}
+
+func (e *env) userB(b *testing.B, name string) (*client.Client, client.Key) {
+	c := e.client()
+	if _, err := c.Register(b.Context(), name, password); err != nil {
+		b.Fatal(err)
+	}
+	var k client.Key
+	rand.Read(k[:])
+	if _, err := c.Login(b.Context(), name, password, "d", k); err != nil {
+		b.Fatal(err)
+	}
+	return c, k
+}
+
+func befriendB(b *testing.B, x, y *client.Client, yName, xName string) {
+	if _, err := x.RequestContact(b.Context(), yName); err != nil {
+		b.Fatal(err)
+	}
+	if err := y.AcceptContact(b.Context(), xName); err != nil {
+		b.Fatal(err)
+	}
+}
