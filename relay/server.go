@@ -1,0 +1,474 @@
+package relay
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-p2p/parley/directory/ticket"
+	"github.com/parley-p2p/parley/transport"
+)
+
+// Defaults for Config's zero fields.
+const (
+	DefaultMaxSessions = 10000
+	// DefaultIdleTimeout is well above the transport's 10 s keepalive, so
+	// a live session never idles out of its relay, and well below a
+	// ticket's lifetime, so dead allocations do not linger.
+	DefaultIdleTimeout = 60 * time.Second
+
+	// minBurst is the smallest token bucket: enough for a flight of
+	// full-size packets even on a slow pair.
+	minBurst = 64 << 10
+)
+
+// Config configures a Server. The zero value of each field but the two keys
+// means the default named in its comment.
+type Config struct {
+	// DirectoryKey verifies tickets: the directory's Ed25519 public key
+	// (GET /v1/server-key). Required.
+	DirectoryKey ed25519.PublicKey
+	// Identity is this supernode's device key; a ticket must name it as
+	// its relay. Required.
+	Identity transport.PublicKey
+	// MaxSessions caps the allocations held at once; 0 means
+	// DefaultMaxSessions.
+	MaxSessions int
+	// IdleTimeout drops an allocation when neither side has sent for this
+	// long; 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// Logger may be nil (no logs).
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+// DropReason says why a Server dropped a packet.
+type DropReason uint8
+
+const (
+	DropMalformed      DropReason = iota // not a well-formed relay packet
+	DropUnexpected                       // a relay → peer type sent to the relay
+	DropUnknownChannel                   // SEND for a channel the relay does not hold
+	DropExpired                          // SEND on a channel whose ticket has expired
+	DropNotSide                          // SEND from an address that is neither side: a third party
+	DropPeerUnbound                      // SEND while the other side has not allocated yet
+	DropBudget                           // the ticket's byte budget is spent
+	DropRate                             // the ticket's rate limit
+	DropWrite                            // the write failed, or a TCP side's queue was full
+	DropRejected                         // ALLOCATE refused (answered with ERROR)
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{"malformed", "unexpected", "unknown-channel", "expired", "not-a-side", "peer-unbound", "budget", "rate", "write", "rejected"}
+
+func (r DropReason) String() string {
+	if r < numDropReasons {
+		return dropNames[r]
+	}
+	return fmt.Sprintf("DropReason(%d)", uint8(r))
+}
+
+// Stats is a snapshot of a Server's counters.
+type Stats struct {
+	Allocations      int    // held now
+	AllocationsTotal uint64 // created since start
+	Forwarded        uint64 // packets delivered (SEND → DELIVER)
+	ForwardedBytes   uint64 // their opaque payload bytes
+	Pings            uint64 // PINGs answered
+	Dropped          [numDropReasons]uint64
+	Rejected         [CodeMalformed + 1]uint64 // ALLOCATEs refused, by ErrorCode
+}
+
+// Drops returns the total of Dropped.
+func (s Stats) Drops() uint64 {
+	var n uint64
+	for _, d := range s.Dropped {
+		n += d
+	}
+	return n
+}
+
+// Server is the supernode side of relaying. It verifies tickets, holds
+// allocations and forwards SENDs as DELIVERs. HandlePacket and ServeTCP may
+// be called from any number of goroutines at once.
+//
+// Locking: s.mu protects the allocation maps; each allocation's mu protects
+// its sides and counters. The order is s.mu before allocation.mu; the
+// forwarding path takes s.mu only for reading, releases it, then takes the
+// allocation's lock.
+type Server struct {
+	cfg Config
+	pc  net.PacketConn
+	wap addrPortWriter // pc, if it can write without allocating
+	log *slog.Logger
+
+	mu        sync.RWMutex // protects the fields below
+	byID      map[uint64]*allocation
+	byTicket  map[[sha256.Size]byte]*allocation
+	nextSweep time.Time
+
+	bufs bufPool // for DELIVERs, answers and TCP frames
+
+	allocsTotal atomic.Uint64
+	forwarded   atomic.Uint64
+	fwdBytes    atomic.Uint64
+	pings       atomic.Uint64
+	dropped     [numDropReasons]atomic.Uint64
+	rejected    [CodeMalformed + 1]atomic.Uint64
+}
+
+// addrPortWriter is implemented by *net.UDPConn and natlab's Conn: a write
+// that does not allocate a net.Addr.
+type addrPortWriter interface {
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+}
+
+// side is where one side of an allocation receives: a UDP address or a TCP
+// connection.
+type side struct {
+	addr netip.AddrPort // valid for a UDP side
+	tcp  *tcpConn       // non-nil for a TCP side
+}
+
+func (s side) bound() bool    { return s.addr.IsValid() || s.tcp != nil }
+func (s side) is(o side) bool { return s.addr == o.addr && s.tcp == o.tcp }
+func (s side) String() string {
+	if s.tcp != nil {
+		return "tcp:" + s.tcp.remote
+	}
+	return s.addr.String()
+}
+
+// allocation is one ticket's channel: two sides and what they may still
+// send.
+type allocation struct {
+	id      uint64
+	key     [sha256.Size]byte // SHA-256 of the ticket
+	expires time.Time
+	rate    float64 // bytes per second
+	burst   float64
+
+	mu         sync.Mutex // protects the fields below
+	sides      [2]side
+	budget     uint64  // bytes left
+	tokens     float64 // token bucket, bytes
+	refilled   int64   // Unix nanoseconds of the last refill
+	lastActive int64   // Unix nanoseconds of the last ALLOCATE or SEND
+}
+
+// NewServer returns a relay server that writes on pc, the supernode's
+// shared UDP socket. It does not read pc: the supernode's demultiplexer
+// passes relay packets to HandlePacket (a Mux does, see Mux.ServeRelay).
+func NewServer(cfg Config, pc net.PacketConn) *Server {
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:      cfg,
+		pc:       pc,
+		log:      log,
+		byID:     make(map[uint64]*allocation),
+		byTicket: make(map[[sha256.Size]byte]*allocation),
+	}
+	s.wap, _ = pc.(addrPortWriter)
+	return s
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.RLock()
+	n := len(s.byID)
+	s.mu.RUnlock()
+	st := Stats{
+		Allocations:      n,
+		AllocationsTotal: s.allocsTotal.Load(),
+		Forwarded:        s.forwarded.Load(),
+		ForwardedBytes:   s.fwdBytes.Load(),
+		Pings:            s.pings.Load(),
+	}
+	for i := range st.Dropped {
+		st.Dropped[i] = s.dropped[i].Load()
+	}
+	for i := range st.Rejected {
+		st.Rejected[i] = s.rejected[i].Load()
+	}
+	return st
+}
+
+// HandlePacket processes one relay packet that arrived on the shared UDP
+// socket from from. It does not retain b. It never blocks for long: writes
+// to TCP sides are queued.
+func (s *Server) HandlePacket(b []byte, from netip.AddrPort) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	s.handle(b, side{addr: from})
+}
+
+func (s *Server) handle(b []byte, from side) {
+	h, body, err := parseHeader(b)
+	if err != nil {
+		s.dropped[DropMalformed].Add(1)
+		return
+	}
+	switch h.typ {
+	case TypeSend:
+		s.forward(h.channel, b, from)
+	case TypeAllocate:
+		s.allocate(b, body, from)
+	case TypePing:
+		nonce, err := parsePing(body)
+		if err != nil || h.channel != 0 {
+			s.dropped[DropMalformed].Add(1)
+			return
+		}
+		bp := s.bufs.get(PingSize)
+		s.reply(appendPing((*bp)[:0], TypePong, nonce), from)
+		s.bufs.put(bp)
+		s.pings.Add(1)
+	default:
+		s.dropped[DropUnexpected].Add(1)
+	}
+}
+
+// forward is the hot path: SEND in, DELIVER out. It does not allocate.
+func (s *Server) forward(id uint64, b []byte, from side) {
+	s.mu.RLock()
+	a := s.byID[id]
+	s.mu.RUnlock()
+	if a == nil {
+		s.dropped[DropUnknownChannel].Add(1)
+		return
+	}
+	now := s.cfg.Now()
+	if !now.Before(a.expires) {
+		s.dropped[DropExpired].Add(1)
+		return
+	}
+	n := len(b) - HeaderSize
+	a.mu.Lock()
+	var to side
+	switch {
+	case a.sides[0].is(from):
+		to = a.sides[1]
+	case a.sides[1].is(from):
+		to = a.sides[0]
+	default:
+		a.mu.Unlock()
+		s.dropped[DropNotSide].Add(1)
+		return
+	}
+	nanos := now.UnixNano()
+	a.lastActive = nanos
+	if !to.bound() {
+		a.mu.Unlock()
+		s.dropped[DropPeerUnbound].Add(1)
+		return
+	}
+	if uint64(n) > a.budget {
+		a.mu.Unlock()
+		s.dropped[DropBudget].Add(1)
+		return
+	}
+	if a.tokens < float64(n) {
+		a.tokens = min(a.burst, a.tokens+float64(nanos-a.refilled)*1e-9*a.rate)
+		a.refilled = nanos
+		if a.tokens < float64(n) {
+			a.mu.Unlock()
+			s.dropped[DropRate].Add(1)
+			return
+		}
+	}
+	a.tokens -= float64(n)
+	a.budget -= uint64(n)
+	a.mu.Unlock()
+
+	// DELIVER has SEND's header but for the type, so the packet is copied
+	// whole and one byte changed.
+	bp := s.bufs.get(len(b))
+	out := (*bp)[:len(b)]
+	copy(out, b)
+	out[offType] = byte(TypeDeliver)
+	if s.reply(out, to) {
+		s.forwarded.Add(1)
+		s.fwdBytes.Add(uint64(n))
+	}
+	s.bufs.put(bp)
+}
+
+// reply sends b to a side: on the UDP socket, or queued on its TCP
+// connection (copied). It counts a failure as DropWrite.
+func (s *Server) reply(b []byte, to side) bool {
+	var err error
+	switch {
+	case to.tcp != nil:
+		if !to.tcp.enqueue(b) {
+			err = errQueueFull
+		}
+	case s.wap != nil:
+		_, err = s.wap.WriteToUDPAddrPort(b, to.addr)
+	default:
+		_, err = s.pc.WriteTo(b, net.UDPAddrFromAddrPort(to.addr))
+	}
+	if err != nil {
+		s.dropped[DropWrite].Add(1)
+		s.log.Debug("relay: write failed", "to", to, "err", err)
+		return false
+	}
+	return true
+}
+
+var errQueueFull = errors.New("relay: TCP send queue full")
+
+// allocate answers an ALLOCATE. The checks go cheapest first, so that a
+// flood of junk costs no signature verification: layout, relay key, expiry,
+// then (only for a ticket not already held) the Ed25519 signature.
+func (s *Server) allocate(pkt, body []byte, from side) {
+	now := s.cfg.Now()
+	req, err := parseAllocate(body)
+	if err != nil {
+		s.reject(len(pkt), CodeMalformed, "malformed allocate", from)
+		return
+	}
+	tk, err := ticket.Parse(req.ticket)
+	if err != nil {
+		s.reject(len(pkt), CodeMalformed, "malformed ticket", from)
+		return
+	}
+	if tk.Relay != s.cfg.Identity {
+		s.reject(len(pkt), CodeNotForUs, "ticket is for another relay", from)
+		return
+	}
+	if !now.Before(tk.ExpiresAt) {
+		s.reject(len(pkt), CodeExpired, "ticket expired", from)
+		return
+	}
+	key := sha256.Sum256(req.ticket)
+	s.mu.RLock()
+	a := s.byTicket[key]
+	s.mu.RUnlock()
+	if a == nil {
+		// Identical bytes to a ticket already verified need no second
+		// verification; new ones do.
+		if _, err := ticket.Verify(s.cfg.DirectoryKey, req.ticket, now); err != nil {
+			switch {
+			case errors.Is(err, ticket.ErrExpired):
+				s.reject(len(pkt), CodeExpired, "ticket expired", from)
+			case errors.Is(err, ticket.ErrMalformed):
+				s.reject(len(pkt), CodeMalformed, "malformed ticket", from)
+			case errors.Is(err, ticket.ErrNotYet):
+				s.reject(len(pkt), CodeBadTicket, "ticket not yet valid", from)
+			default:
+				s.reject(len(pkt), CodeBadTicket, "bad ticket signature", from)
+			}
+			return
+		}
+		var code ErrorCode
+		a, code = s.create(key, tk, now)
+		if a == nil {
+			s.reject(len(pkt), code, code.String(), from)
+			return
+		}
+	}
+	a.mu.Lock()
+	old := a.sides[req.side]
+	a.sides[req.side] = from
+	a.lastActive = now.UnixNano()
+	ans := allocatedBody{
+		expires:   a.expires.Unix(),
+		remaining: a.budget,
+		rate:      uint32(a.rate),
+		peerBound: a.sides[1-req.side].bound(),
+	}
+	a.mu.Unlock()
+	if !old.is(from) {
+		s.log.Debug("relay: side bound", "channel", a.id, "side", req.side, "from", old, "to", from)
+	}
+	bp := s.bufs.get(AllocatedSize)
+	s.reply(appendAllocated((*bp)[:0], a.id, ans), from)
+	s.bufs.put(bp)
+}
+
+// create adds an allocation for a verified ticket, or returns the one a
+// concurrent ALLOCATE of the same ticket created first.
+func (s *Server) create(key [sha256.Size]byte, tk ticket.Ticket, now time.Time) (*allocation, ErrorCode) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.byTicket[key]; a != nil {
+		return a, 0
+	}
+	if now.After(s.nextSweep) || len(s.byID) >= s.cfg.MaxSessions {
+		s.sweepLocked(now)
+	}
+	if len(s.byID) >= s.cfg.MaxSessions {
+		return nil, CodeFull
+	}
+	var id uint64
+	for id == 0 || s.byID[id] != nil {
+		var b [8]byte
+		rand.Read(b[:])
+		id = binary.BigEndian.Uint64(b[:])
+	}
+	rate := float64(tk.Rate)
+	a := &allocation{
+		id:         id,
+		key:        key,
+		expires:    tk.ExpiresAt,
+		rate:       rate,
+		burst:      max(rate, minBurst),
+		budget:     tk.Budget,
+		refilled:   now.UnixNano(),
+		lastActive: now.UnixNano(),
+	}
+	a.tokens = a.burst
+	s.byID[id] = a
+	s.byTicket[key] = a
+	s.allocsTotal.Add(1)
+	s.log.Debug("relay: allocated", "channel", id, "expires", tk.ExpiresAt)
+	return a, 0
+}
+
+// sweepLocked removes expired and idle allocations. It runs at most every
+// half idle timeout, from create, so that the server needs no goroutine.
+func (s *Server) sweepLocked(now time.Time) {
+	idle := now.Add(-s.cfg.IdleTimeout).UnixNano()
+	for id, a := range s.byID {
+		a.mu.Lock()
+		dead := !now.Before(a.expires) || a.lastActive <= idle
+		a.mu.Unlock()
+		if dead {
+			delete(s.byID, id)
+			delete(s.byTicket, a.key)
+		}
+	}
+	s.nextSweep = now.Add(s.cfg.IdleTimeout / 2)
+}
+
+// reject answers an ALLOCATE of size n with ERROR.
+func (s *Server) reject(n int, code ErrorCode, reason string, to side) {
+	s.dropped[DropRejected].Add(1)
+	s.rejected[code].Add(1)
+	bp := s.bufs.get(smallBuf)
+	if b := appendError((*bp)[:0], code, reason, n); len(b) > 0 {
+		s.reply(b, to)
+	}
+	s.bufs.put(bp)
+}

@@ -1,0 +1,264 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/parley-p2p/parley/directory/ticket"
+)
+
+// Relay packets, docs/protocol.md §6. Every packet starts with a 12-byte
+// header:
+//
+//	0  1  0xD1: relay form (top bits 11, like Parley's 0xC1, but the 0x10
+//	          bit set), version 1
+//	1  1  type
+//	2  2  reserved, zero
+//	4  8  channel ID, big-endian (zero in ALLOCATE and PING/PONG)
+//	12 .. body, by type
+const (
+	FormVersion = 0xD1
+
+	offType     = 1
+	offReserved = 2
+	offChannel  = 4
+	HeaderSize  = 12 // also the per-packet overhead of relaying
+
+	// MaxPacketSize is the largest relay packet: a UDP datagram's payload,
+	// and what the 2-byte TCP frame length can express.
+	MaxPacketSize = 65507
+	// MaxPayload is the largest opaque packet a SEND can carry.
+	MaxPayload = MaxPacketSize - HeaderSize
+)
+
+// Type is a relay packet type.
+type Type uint8
+
+// Relay packet types. "→" gives the direction.
+const (
+	// TypeAllocate, peer → relay: body = side (1 byte: 0 = the ticket's
+	// device A, 1 = device B) || ticket (189 bytes, ticket.Parse layout).
+	TypeAllocate Type = 1
+	// TypeAllocated, relay → peer, answers ALLOCATE. Body:
+	//	0  8  expiry, Unix seconds (the ticket's)
+	//	8  8  remaining byte budget
+	//	16 4  rate limit, bytes per second
+	//	20 1  peer bound: 1 if the other side has allocated too, else 0
+	TypeAllocated Type = 2
+	// TypeSend, peer → relay: body = an opaque packet for the other side.
+	TypeSend Type = 3
+	// TypeDeliver, relay → peer: body = the opaque packet, as sent.
+	TypeDeliver Type = 4
+	// TypeError, relay → peer, answers ALLOCATE only: body = code (2 bytes)
+	// || reason (UTF-8, at most maxReason bytes).
+	TypeError Type = 5
+	// TypePing, peer → relay: body = nonce (8 bytes) || optional padding.
+	// Needs no allocation; channel zero.
+	TypePing Type = 6
+	// TypePong, relay → peer: body = the PING's nonce (8 bytes), no padding,
+	// so a PONG is never larger than its PING.
+	TypePong Type = 7
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeAllocate:
+		return "ALLOCATE"
+	case TypeAllocated:
+		return "ALLOCATED"
+	case TypeSend:
+		return "SEND"
+	case TypeDeliver:
+		return "DELIVER"
+	case TypeError:
+		return "ERROR"
+	case TypePing:
+		return "PING"
+	case TypePong:
+		return "PONG"
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// Body sizes.
+const (
+	allocateBodySize  = 1 + ticket.Size // 190
+	allocatedBodySize = 8 + 8 + 4 + 1   // 21
+	pingBodySize      = 8
+	errorBodyMin      = 2
+	maxReason         = 64
+
+	AllocateSize  = HeaderSize + allocateBodySize  // 202
+	AllocatedSize = HeaderSize + allocatedBodySize // 33
+	PingSize      = HeaderSize + pingBodySize      // 20
+)
+
+// ErrorCode is the code of an ERROR packet.
+type ErrorCode uint16
+
+// Error codes, answering ALLOCATE.
+const (
+	CodeBadTicket ErrorCode = 1 // signature does not verify, or not yet valid
+	CodeExpired   ErrorCode = 2 // the ticket has expired
+	CodeNotForUs  ErrorCode = 3 // the ticket names another relay
+	CodeFull      ErrorCode = 4 // the relay holds its maximum of allocations
+	CodeMalformed ErrorCode = 5 // the ALLOCATE (or its ticket) cannot be parsed
+)
+
+func (c ErrorCode) String() string {
+	switch c {
+	case CodeBadTicket:
+		return "bad ticket"
+	case CodeExpired:
+		return "expired"
+	case CodeNotForUs:
+		return "not for this relay"
+	case CodeFull:
+		return "full"
+	case CodeMalformed:
+		return "malformed"
+	}
+	return fmt.Sprintf("error %d", uint16(c))
+}
+
+// errMalformed is what every parse function returns for a bad packet.
+var errMalformed = errors.New("relay: malformed packet")
+
+// IsRelayPacket reports whether b looks like a relay packet by its first
+// byte: how a peer's demultiplexer tells relay packets from Parley packets
+// (0xC1) and STUN (0x00, 0x01) on one socket.
+func IsRelayPacket(b []byte) bool { return len(b) > 0 && b[0] == FormVersion }
+
+// header is a parsed relay header.
+type header struct {
+	typ     Type
+	channel uint64
+}
+
+// parseHeader checks the header of b and returns it and the body. It checks
+// the form byte, the reserved bytes and that the type is known; the body's
+// length is checked by the type's parser.
+func parseHeader(b []byte) (header, []byte, error) {
+	if len(b) < HeaderSize || b[0] != FormVersion || b[offReserved] != 0 || b[offReserved+1] != 0 {
+		return header{}, nil, errMalformed
+	}
+	h := header{typ: Type(b[offType]), channel: binary.BigEndian.Uint64(b[offChannel:])}
+	if h.typ < TypeAllocate || h.typ > TypePong {
+		return header{}, nil, errMalformed
+	}
+	return h, b[HeaderSize:], nil
+}
+
+// appendHeader appends a relay header to b.
+func appendHeader(b []byte, t Type, channel uint64) []byte {
+	b = append(b, FormVersion, byte(t), 0, 0)
+	return binary.BigEndian.AppendUint64(b, channel)
+}
+
+// putHeader writes a relay header into b[:HeaderSize].
+func putHeader(b []byte, t Type, channel uint64) {
+	_ = b[HeaderSize-1]
+	b[0], b[1], b[2], b[3] = FormVersion, byte(t), 0, 0
+	binary.BigEndian.PutUint64(b[offChannel:], channel)
+}
+
+// allocateBody is the body of an ALLOCATE.
+type allocateBody struct {
+	side   byte
+	ticket []byte // aliases the packet
+}
+
+func parseAllocate(body []byte) (allocateBody, error) {
+	if len(body) != allocateBodySize || body[0] > 1 {
+		return allocateBody{}, errMalformed
+	}
+	return allocateBody{side: body[0], ticket: body[1:]}, nil
+}
+
+func appendAllocate(b []byte, side byte, tk []byte) []byte {
+	b = appendHeader(b, TypeAllocate, 0)
+	b = append(b, side)
+	return append(b, tk...)
+}
+
+// allocatedBody is the body of an ALLOCATED.
+type allocatedBody struct {
+	expires   int64 // Unix seconds
+	remaining uint64
+	rate      uint32
+	peerBound bool
+}
+
+func parseAllocated(body []byte) (allocatedBody, error) {
+	if len(body) != allocatedBodySize || body[20] > 1 {
+		return allocatedBody{}, errMalformed
+	}
+	exp := binary.BigEndian.Uint64(body)
+	if exp > 1<<62 {
+		return allocatedBody{}, errMalformed
+	}
+	return allocatedBody{
+		expires:   int64(exp),
+		remaining: binary.BigEndian.Uint64(body[8:]),
+		rate:      binary.BigEndian.Uint32(body[16:]),
+		peerBound: body[20] == 1,
+	}, nil
+}
+
+func appendAllocated(b []byte, channel uint64, a allocatedBody) []byte {
+	b = appendHeader(b, TypeAllocated, channel)
+	b = binary.BigEndian.AppendUint64(b, uint64(a.expires))
+	b = binary.BigEndian.AppendUint64(b, a.remaining)
+	b = binary.BigEndian.AppendUint32(b, a.rate)
+	if a.peerBound {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func (a allocatedBody) expiry() time.Time { return time.Unix(a.expires, 0) }
+
+func parseError(body []byte) (ErrorCode, string, error) {
+	if len(body) < errorBodyMin || len(body) > errorBodyMin+maxReason {
+		return 0, "", errMalformed
+	}
+	return ErrorCode(binary.BigEndian.Uint16(body)), string(body[2:]), nil
+}
+
+// appendError appends an ERROR packet, cutting reason so that the whole
+// packet fits in limit bytes (the size of the ALLOCATE it answers: a relay
+// never answers with more than it received). It returns b unchanged if not
+// even an empty reason fits.
+func appendError(b []byte, code ErrorCode, reason string, limit int) []byte {
+	room := min(limit-HeaderSize-errorBodyMin, maxReason)
+	if room < 0 {
+		return b
+	}
+	if len(reason) > room {
+		reason = reason[:room]
+	}
+	b = appendHeader(b, TypeError, 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(code))
+	return append(b, reason...)
+}
+
+func parsePing(body []byte) (uint64, error) {
+	if len(body) < pingBodySize {
+		return 0, errMalformed
+	}
+	return binary.BigEndian.Uint64(body), nil
+}
+
+func parsePong(body []byte) (uint64, error) {
+	if len(body) != pingBodySize {
+		return 0, errMalformed
+	}
+	return binary.BigEndian.Uint64(body), nil
+}
+
+func appendPing(b []byte, t Type, nonce uint64) []byte {
+	b = appendHeader(b, t, 0)
+	return binary.BigEndian.AppendUint64(b, nonce)
+}
