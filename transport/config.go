@@ -18,9 +18,9 @@ const (
 	DefaultKeepAlivePeriod      = 10 * time.Second
 	DefaultHandshakeTimeout     = 10 * time.Second
 	DefaultStreamWindow         = 512 << 10 // initial per-stream receive window
-	DefaultMaxStreamWindow      = 16 << 20
+	DefaultMaxStreamWindow      = 32 << 20
 	DefaultSessionWindow        = 1536 << 10 // initial per-session receive window
-	DefaultMaxSessionWindow     = 48 << 20
+	DefaultMaxSessionWindow     = 64 << 20
 	DefaultMaxIncomingStreams   = 256
 	DefaultMaxDatagramSize      = 1200
 	DefaultKeyUpdatePackets     = 1 << 22 // well below AES-GCM's 2^23 limit (RFC 9001 §6.6)
