@@ -45,10 +45,12 @@ func (c *captureConn) WriteTo(b []byte, a net.Addr) (int, error) {
 }
 func (c *captureConn) ReadFrom([]byte) (int, net.Addr, error) { return 0, nil, net.ErrClosed }
 func (c *captureConn) Close() error                           { return nil }
-func (c *captureConn) LocalAddr() net.Addr                    { return &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 7000} }
-func (c *captureConn) SetDeadline(time.Time) error            { return nil }
-func (c *captureConn) SetReadDeadline(time.Time) error        { return nil }
-func (c *captureConn) SetWriteDeadline(time.Time) error       { return nil }
+func (c *captureConn) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 7000}
+}
+func (c *captureConn) SetDeadline(time.Time) error      { return nil }
+func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
 
 // take returns and forgets the packets sent so far.
 func (c *captureConn) take() []sentPacket {
