@@ -368,6 +368,10 @@ type HandshakeResult struct {
 	PerSecond   float64 `json:"per_second"`
 	Handshakes  int64   `json:"handshakes"`
 	Concurrency int     `json:"concurrency"`
+	// Parley's server: initiations refused (rate limit, full accept
+	// queue) and cookie replies sent (the endpoint under load).
+	Refused     uint64 `json:"refused,omitempty"`
+	CookiesSent uint64 `json:"cookies_sent,omitempty"`
 }
 
 // Handshakes measures how many mutually authenticated connections per second
@@ -427,12 +431,19 @@ func Handshakes(ctx context.Context, t Transport, conc int, warmup, dur time.Dur
 	if p := dialErr.Load(); p != nil {
 		return HandshakeResult{}, fmt.Errorf("%s: dial: %w", t.Name, *p)
 	}
-	return HandshakeResult{
+	r := HandshakeResult{
 		Transport:   t.Name,
 		PerSecond:   float64(n1-n0) / t1.Sub(t0).Seconds(),
 		Handshakes:  n1 - n0,
 		Concurrency: conc,
-	}, nil
+	}
+	if ps, ok := srv.(interface {
+		Stats() transport.EndpointStats
+	}); ok {
+		st := ps.Stats()
+		r.Refused, r.CookiesSent = st.DroppedRefused, st.CookiesSent
+	}
+	return r, nil
 }
 
 // TTFBResult is one transport's time to first byte at an emulated RTT.

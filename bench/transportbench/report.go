@@ -107,6 +107,9 @@ const (
 	NameTLSClamped = "TCP+TLS (clamped MSS)"
 	NameTCP        = "TCP"
 	NameTCPClamped = "TCP (clamped MSS)"
+
+	NameParleyGrid     = "Parley 1280 B"
+	NameParleyGrid1452 = "Parley 1452 B"
 )
 
 // LoopbackTransports are the loopback contestants; mss is the clamp.
@@ -126,8 +129,8 @@ func LoopbackTransports(mss int) []Transport {
 // path carries in IPv6 (the absolute figures' best case).
 func GridTransports() []Transport {
 	return []Transport{
-		{Name: NameParley, Kind: "parley"},
-		{Name: NameParley + " 1452", Kind: "parley", PacketSize: LoopbackPacketSize},
+		{Name: NameParleyGrid, Kind: "parley"},
+		{Name: NameParleyGrid1452, Kind: "parley", PacketSize: LoopbackPacketSize},
 		{Name: NameQUIC, Kind: "quic"},
 	}
 }
@@ -292,14 +295,14 @@ func (r *Report) Evaluate() {
 		add("time to first byte, Parley / TCP+TLS at 50 ms RTT", v, "≤ 0.55", v <= 0.55, "server speaks first")
 	}
 	const rtt = 50 * time.Millisecond
-	best := NameParley + " 1452"
+	best := NameParleyGrid1452
 	if g := r.grid(best, 100, rtt, 0); g != nil {
 		add("natlab 100 Mbit/s 50 ms 0% loss, Parley share of link", g.Share, "≥ 0.95", g.Share >= 0.95, "1452-byte packets")
 	}
 	if g := r.grid(best, 100, rtt, 0.01); g != nil {
 		add("natlab 100 Mbit/s 50 ms 1% loss, Parley share of link", g.Share, "≥ 0.80", g.Share >= 0.80, "1452-byte packets")
 	}
-	if g, gq := r.grid(NameParley, 100, rtt, 0.01), r.grid(NameQUIC, 100, rtt, 0.01); g != nil && gq != nil {
+	if g, gq := r.grid(NameParleyGrid, 100, rtt, 0.01), r.grid(NameQUIC, 100, rtt, 0.01); g != nil && gq != nil {
 		v := g.Mbps / gq.Mbps
 		add("natlab 100 Mbit/s 50 ms 1% loss, Parley / quic-go", v, "≥ 3", v >= 3, "both 1280-byte packets")
 	}
@@ -354,9 +357,9 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	if len(r.Handshakes) > 0 {
 		fmt.Fprintln(w, "Mutually authenticated handshakes over loopback")
-		fmt.Fprintln(tw, "transport\tper second\tconcurrent dialers\t")
+		fmt.Fprintln(tw, "transport\tper second\tconcurrent dialers\trefused\tcookies\t")
 		for _, h := range r.Handshakes {
-			fmt.Fprintf(tw, "%s\t%.0f\t%d\t\n", h.Transport, h.PerSecond, h.Concurrency)
+			fmt.Fprintf(tw, "%s\t%.0f\t%d\t%d\t%d\t\n", h.Transport, h.PerSecond, h.Concurrency, h.Refused, h.CookiesSent)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)

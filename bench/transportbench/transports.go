@@ -203,6 +203,9 @@ func (s *parleyServer) Accept(ctx context.Context) (Conn, error) {
 	return parleyConn{sess}, nil
 }
 
+// Stats returns the listening endpoint's drop and cookie counters.
+func (s *parleyServer) Stats() transport.EndpointStats { return s.ln.Endpoint().Stats() }
+
 func (s *parleyServer) Close() error {
 	s.ln.Close()
 	return s.pc.Close()
