@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -71,6 +72,25 @@ type Meta struct {
 	ClampedMSS      int       `json:"tcp_clamped_maxseg"`
 	ParleyPerPacket float64   `json:"parley_payload_per_packet"`
 	GridTime        string    `json:"grid_time"`
+	ParleyCommit    string    `json:"parley_commit"`
+}
+
+// ParleyCommit names the checked-out commit of the repository in the
+// current directory, with "+dirty" when transport/ has uncommitted changes:
+// the transport is being tuned, and figures belong to a version.
+func ParleyCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err == nil {
+		if exec.Command("git", "-C", strings.TrimSpace(string(top)), "diff", "--quiet", "HEAD", "--", "transport").Run() != nil {
+			c += "+dirty"
+		}
+	}
+	return c
 }
 
 // LoadAverage returns /proc/loadavg's three averages, or "unknown".
@@ -148,6 +168,7 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 		QUICGoVersion:  moduleVersion("github.com/quic-go/quic-go"),
 		CPUs:           runtime.NumCPU(),
 		LoadBefore:     LoadAverage(),
+		ParleyCommit:   ParleyCommit(),
 		Options:        o,
 		LoopbackPacket: LoopbackPacketSize,
 		NatlabPacket:   NatlabPacketSize,
@@ -324,8 +345,8 @@ func sizeName(n int) string {
 // WriteText prints r as tables.
 func (r *Report) WriteText(w io.Writer) {
 	m := r.Meta
-	fmt.Fprintf(w, "Transport benchmark, %s, %s, quic-go %s, %d CPUs, load average %s before, %s after\n",
-		m.Start.Format(time.RFC3339), m.GoVersion, m.QUICGoVersion, m.CPUs, m.LoadBefore, m.LoadAfter)
+	fmt.Fprintf(w, "Transport benchmark, %s, Parley %s, %s, quic-go %s, %d CPUs, load average %s before, %s after\n",
+		m.Start.Format(time.RFC3339), m.ParleyCommit, m.GoVersion, m.QUICGoVersion, m.CPUs, m.LoadBefore, m.LoadAfter)
 	fmt.Fprintf(w, "loopback: %v warm-up + %v per figure; Parley packets %d B (%.0f B of stream data each); TCP_MAXSEG clamp %d\n\n",
 		m.Options.Warmup, m.Options.Duration, m.LoopbackPacket, m.ParleyPerPacket, m.ClampedMSS)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

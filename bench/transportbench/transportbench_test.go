@@ -126,3 +126,21 @@ func TestEvaluate(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkBulk runs the loopback bulk test per transport, for profiling:
+//
+//	go test -run '^$' -bench 'Bulk/Parley' -benchtime 1x -cpuprofile cpu.out ./transportbench
+func BenchmarkBulk(b *testing.B) {
+	for _, tr := range LoopbackTransports(1420) {
+		b.Run(strings.ReplaceAll(tr.Name, " ", "_"), func(b *testing.B) {
+			for b.Loop() {
+				r, err := Bulk(context.Background(), tr, time.Second, 5*time.Second, false, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(r.Mbps, "Mbit/s")
+				b.ReportMetric(r.CPUSecondsPerGB, "CPU-s/GB")
+			}
+		})
+	}
+}
