@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/hex"
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/parley-p2p/parley/directory/ticket"
+	"github.com/parley-p2p/parley/transport"
 )
 
 // BenchmarkForward measures the forwarding path alone (SEND in, DELIVER
@@ -378,4 +380,65 @@ func heap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// BenchmarkTransportLoopback runs a transport session between two peers on
+// loopback, moving 64 MiB on one stream: on the bare sockets (raw), on
+// Muxes directly, and on Muxes through an in-process relay (a third socket
+// whose Mux serves the relay).
+func BenchmarkTransportLoopback(b *testing.B) {
+	for _, via := range []string{"raw", "direct", "relay"} {
+		b.Run(via, func(b *testing.B) {
+			r := newLoopRelay(b)
+			var alice, bob *peer
+			if via == "raw" {
+				// No Mux: the transport on the sockets themselves (with
+				// UDP GSO/GRO), for comparison.
+				alice = &peer{key: newPrivateKey(b), pc: loopUDP(b)}
+				bob = &peer{key: newPrivateKey(b), pc: loopUDP(b)}
+			} else {
+				alice, bob = newPeer(b, loopUDP(b)), newPeer(b, loopUDP(b))
+			}
+			var apc, bpc net.PacketConn = alice.pc, bob.pc
+			if alice.mux != nil {
+				apc, bpc = alice.mux, bob.mux
+			}
+			ctx := context.Background()
+			to := bob.pc.LocalAddr().(*net.UDPAddr).AddrPort()
+			if via == "relay" {
+				tk := r.ticket(alice.key.Public(), bob.key.Public())
+				chA, err := alice.client.Allocate(ctx, r.udp, 0, tk)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := bob.client.Allocate(ctx, r.udp, 1, tk); err != nil {
+					b.Fatal(err)
+				}
+				to = alice.mux.VirtualAddr(chA)
+			}
+			ln, err := transport.Listen(bpc, bob.key, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			ep := transport.NewEndpoint(apc, alice.key, nil)
+			defer ep.Close()
+			cs, err := ep.Dial(ctx, to, bob.key.Public())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cs.Close()
+			ss, err := ln.Accept(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			const size = 64 << 20
+			b.SetBytes(size)
+			for b.Loop() {
+				transferStreams(b, cs, ss, 1, size)
+			}
+			b.ReportMetric(float64(size)*8*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mbit/s")
+			b.Logf("relay %+v; load average %s", r.srv.Stats(), loadAverage())
+		})
+	}
 }

@@ -121,7 +121,7 @@ type peer struct {
 	mux    *Mux
 }
 
-func newPeer(t *testing.T, pc net.PacketConn) *peer {
+func newPeer(t testing.TB, pc net.PacketConn) *peer {
 	t.Helper()
 	p := &peer{key: newPrivateKey(t), pc: pc}
 	p.client = NewClient(pc, nil)
@@ -167,7 +167,7 @@ func (d *markerData) Read(b []byte) (int, error) {
 
 // transferStreams sends size bytes (a multiple of 64) on each of n streams
 // from client to server and checks each arrives byte-exact by SHA-256.
-func transferStreams(t *testing.T, client, server *transport.Session, n int, size int64) {
+func transferStreams(t testing.TB, client, server *transport.Session, n int, size int64) {
 	t.Helper()
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -217,7 +217,7 @@ func transferStreams(t *testing.T, client, server *transport.Session, n int, siz
 
 // session dials bob from alice through their relay channels and returns
 // both ends.
-func session(t *testing.T, alice, bob *peer, aliceCh *Channel) (*transport.Session, *transport.Session) {
+func session(t testing.TB, alice, bob *peer, aliceCh *Channel) (*transport.Session, *transport.Session) {
 	t.Helper()
 	ctx := context.Background()
 	ln, err := transport.Listen(bob.mux, bob.key, nil)

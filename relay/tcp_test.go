@@ -38,7 +38,7 @@ type loopRelay struct {
 	relayID [32]byte
 }
 
-func newLoopRelay(t *testing.T) *loopRelay {
+func newLoopRelay(t testing.TB) *loopRelay {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	r := &loopRelay{dir: priv}
@@ -71,7 +71,7 @@ func (r *loopRelay) ticket(a, b [32]byte) []byte {
 	return ticket.Sign(r.dir, ticket.Ticket{IssuedAt: now, ExpiresAt: now.Add(time.Hour), A: a, B: b, Relay: r.relayID, Budget: 1 << 40, Rate: 1 << 30})
 }
 
-func loopUDP(t *testing.T) net.PacketConn {
+func loopUDP(t testing.TB) net.PacketConn {
 	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
