@@ -1,0 +1,58 @@
+// Package node is Parley's peer daemon (`parley up`): one device's identity,
+// its one UDP socket, its link to the directory server and its sessions with
+// contacts — one session per pair of devices, whichever path carries it.
+//
+// # State
+//
+// The data directory (Config.DataDir, $PARLEY_DATA, or
+// $XDG_DATA_HOME/parley; mode 0700) holds identity.key, the device's
+// Curve25519 private key in base64 (0600; the daemon refuses a key others
+// can read), and state.db, a SQLite database (0600) migrated by the
+// numbered files in migrations/: the login token, the contact list with
+// each device's last candidates and last working direct address, the
+// supernodes seen, and the UDP port last bound. The cache is what lets a
+// restarted daemon reach known contacts while the server is down.
+//
+// # Connecting
+//
+// To reach a contact's device the node sends an offer through the server
+// (POST /v1/offers) with its candidates — host addresses and the STUN
+// reflexive address — and gets an answer with the peer's. Both sides then
+// probe each other's candidates at once with punch probes (probe.go):
+// small packets authenticated by a key derived from the two devices'
+// static keys, so only the peer can make or answer them. Sending a probe
+// opens the sender's NAT mapping; an answered probe proves a path both
+// ways. The side with the smaller public key is the dialer: it sends the
+// Noise handshake to the first address whose probe was answered, and the
+// other side accepts it from wherever it comes.
+//
+// Linux NATs clash (see package lab): a probe arriving before the far side
+// has sent creates a conntrack entry that makes the far router map the far
+// side's own probe to a new, random port. So probes are accepted from any
+// address and answered there, the address a probe came from becomes a
+// candidate to probe, and the path is whatever address answered — not
+// necessarily any that was announced.
+//
+// When the server is down, Connect skips the offer and probes the cached
+// candidates and last direct address; the side that connects dials.
+//
+// Each session's keepalives (the transport's PINGs) hold the NAT mappings.
+// The node re-checks its reflexive address every Config.RefreshInterval;
+// when the mapping changed (rebinding) it reports the new candidates and
+// re-punches with every peer it has a session with, moving each session to
+// the path that answers (Session.MovePath).
+//
+// # Streams
+//
+// Applications share the pair's session. Each stream starts with its
+// service name (one length byte, then the name); Handle registers a
+// service, OpenStream opens one. The node's own service "parley.info" tells
+// the peer our NAT type, for `parley status`.
+//
+// # Concurrency
+//
+// Node.mu protects the node's and every peer's mutable fields; it is never
+// held across network or database calls. A punch's mu and stunMu are leaf
+// locks. Every goroutine the node starts is tracked by its WaitGroup and
+// ends when Close cancels the node's context; Close returns after them.
+package node

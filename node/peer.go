@@ -1,0 +1,805 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/parley-p2p/parley/directory/client"
+	"github.com/parley-p2p/parley/transport"
+)
+
+// Application error codes the node closes sessions and resets streams with.
+// The transport reserves codes below 0x200 (docs/protocol.md §2); it names
+// the base ApplicationErrorBase in its docs but does not export it yet.
+const (
+	applicationErrorBase transport.ErrorCode = 0x200
+
+	codeSuperseded     transport.ErrorCode = applicationErrorBase + 1 // another session of the pair won
+	codeNotContact     transport.ErrorCode = applicationErrorBase + 2
+	codeUnknownService transport.ErrorCode = applicationErrorBase + 3
+	codeLoggedOut      transport.ErrorCode = applicationErrorBase + 4
+)
+
+// infoService is the node's own stream service: each side of a new session
+// tells the other what it knows about its network (its NAT type), for
+// `parley status`.
+const infoService = "parley.info"
+
+// A Peer names the other side of a session, for stream handlers.
+type Peer struct {
+	Username string
+	Device   transport.PublicKey
+}
+
+// peer is one device of a mutual contact: what the node knows about it and
+// its session. Its fields are protected by Node.mu.
+type peer struct {
+	n       *Node
+	key     transport.PublicKey
+	pairKey [32]byte // punch probe MAC key
+	pairID  [8]byte
+
+	username   string
+	name       string
+	endpoints  []string // as the server (or the cache) last told
+	lastDirect string   // the last direct address a session used
+	mutual     bool
+	online     bool
+
+	current    *sess         // the pair's session, nil if none
+	changed    chan struct{} // closed and replaced when current changes
+	connecting chan struct{} // non-nil while a connect runs; closed when it ends
+	answers    map[string]chan client.Event
+	punches    map[*punch]struct{}
+	peerNAT    string // as the peer told us over infoService
+	why        string // why there is no direct session, for status
+}
+
+// sess is one session of a pair and who started it.
+type sess struct {
+	s         *transport.Session
+	initiator transport.PublicKey
+	since     time.Time
+}
+
+func newPeer(n *Node, key transport.PublicKey, pairKey [32]byte, id [8]byte) *peer {
+	return &peer{n: n, key: key, pairKey: pairKey, pairID: id,
+		changed: make(chan struct{}), answers: map[string]chan client.Event{}, punches: map[*punch]struct{}{}}
+}
+
+func (p *peer) signalLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// liveLocked returns the current session if it has not ended.
+func (p *peer) liveLocked() *transport.Session {
+	if p.current == nil {
+		return nil
+	}
+	select {
+	case <-p.current.s.Done():
+		return nil
+	default:
+		return p.current.s
+	}
+}
+
+func (p *peer) closeSessions(why string) {
+	p.n.mu.Lock()
+	cur := p.current
+	p.n.mu.Unlock()
+	if cur != nil {
+		cur.s.CloseWithError(codeLoggedOut, why)
+	}
+}
+
+func keyLess(a, b transport.PublicKey) bool { return bytes.Compare(a[:], b[:]) < 0 }
+
+// acceptPeer is the transport's gate: only devices of mutual contacts may
+// open sessions with us.
+func (n *Node) acceptPeer(k transport.PublicKey) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[k]
+	return p != nil && p.mutual
+}
+
+func (n *Node) acceptLoop(ctx context.Context) {
+	for {
+		s, err := n.ep.Accept(ctx)
+		if err != nil {
+			return
+		}
+		n.mu.Lock()
+		p := n.peers[s.RemoteKey()]
+		n.mu.Unlock()
+		if p == nil {
+			s.CloseWithError(codeNotContact, "not a contact")
+			continue
+		}
+		n.addSession(p, s, s.RemoteKey())
+	}
+}
+
+// addSession makes s the pair's session unless the one it has is to be
+// preferred. Both sides must pick the same session without talking, so the
+// rule depends only on what both see: the newer session wins (a restarted
+// daemon's session replaces the one it abandoned), except that of two
+// sessions started within sessionRace of each other by different sides
+// (both dialled at once), the one the smaller key started wins.
+func (n *Node) addSession(p *peer, s *transport.Session, initiator transport.PublicKey) *transport.Session {
+	const sessionRace = 2 * time.Second
+	ns := &sess{s: s, initiator: initiator, since: time.Now()}
+	n.mu.Lock()
+	old := p.current
+	win := true
+	if old != nil && p.liveLocked() != nil {
+		if ns.since.Sub(old.since) < sessionRace && ns.initiator != old.initiator {
+			win = keyLess(ns.initiator, old.initiator)
+		}
+	} else {
+		old = nil
+	}
+	var loser *sess
+	if win {
+		p.current, loser = ns, old
+		p.why = ""
+		p.signalLocked()
+	} else {
+		loser = ns
+	}
+	username := p.username
+	cur := p.current.s
+	n.mu.Unlock()
+	if loser != nil {
+		loser.s.CloseWithError(codeSuperseded, "superseded by another session")
+	}
+	if !win {
+		return cur
+	}
+	path := s.CurrentPath().Remote
+	n.log.Info("session up", "peer", username, "device", p.key.Short(), "path", path, "initiator", initiator == n.pub)
+	if !n.mux.IsVirtual(path) {
+		n.st.setLastDirect(n.ctx, p.key, path.String())
+		n.mu.Lock()
+		p.lastDirect = path.String()
+		n.mu.Unlock()
+	}
+	n.goroutine(func(ctx context.Context) { n.watchSession(ctx, p, ns) })
+	n.goroutine(func(ctx context.Context) { n.serveStreams(ctx, p, s) })
+	n.goroutine(func(ctx context.Context) { n.sendInfo(ctx, s) })
+	n.reportPath(p, s)
+	return s
+}
+
+// watchSession forgets a session when it ends.
+func (n *Node) watchSession(ctx context.Context, p *peer, ss *sess) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-ss.s.Done():
+	}
+	n.mu.Lock()
+	if p.current == ss {
+		p.current = nil
+		p.why = fmt.Sprintf("the last session ended: %v", ss.s.Err())
+		p.signalLocked()
+	}
+	username := p.username
+	n.mu.Unlock()
+	n.log.Info("session down", "peer", username, "device", p.key.Short(), "err", ss.s.Err())
+}
+
+// reportPath tells the server which path the pair's session uses, for its
+// dashboard; best effort.
+func (n *Node) reportPath(p *peer, s *transport.Session) {
+	n.mu.Lock()
+	dc, up := n.dc, n.serverUp
+	n.mu.Unlock()
+	if dc == nil || !up {
+		return
+	}
+	path := "direct"
+	if n.mux.IsVirtual(s.CurrentPath().Remote) {
+		path = "relayed"
+	}
+	n.goroutine(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		dc.ReportSession(ctx, client.Key(p.key), path)
+	})
+}
+
+// Handle registers fn to serve the streams peers open for service (for
+// example "chat"). fn runs on its own goroutine and owns the stream.
+func (n *Node) Handle(service string, fn func(Peer, *transport.Stream)) {
+	n.handlersMu.Lock()
+	n.handlers[service] = fn
+	n.handlersMu.Unlock()
+}
+
+// OpenStream opens a stream to username's device for service, connecting
+// first if needed. Every application shares the pair's one session.
+func (n *Node) OpenStream(ctx context.Context, username, service string) (*transport.Stream, error) {
+	if len(service) == 0 || len(service) > 255 {
+		return nil, errors.New("node: service name must be 1 to 255 bytes")
+	}
+	s, err := n.Connect(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	return openService(ctx, s, service)
+}
+
+// openService opens a stream on s and writes its header: the service name,
+// one length byte then the name.
+func openService(ctx context.Context, s *transport.Session, service string) (*transport.Stream, error) {
+	st, err := s.OpenStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hdr := append([]byte{byte(len(service))}, service...)
+	if _, err := st.Write(hdr); err != nil {
+		st.Reset(codeUnknownService)
+		return nil, err
+	}
+	return st, nil
+}
+
+func (n *Node) serveStreams(ctx context.Context, p *peer, s *transport.Session) {
+	for {
+		st, err := s.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		n.goroutine(func(ctx context.Context) { n.serveStream(ctx, p, st) })
+	}
+}
+
+func (n *Node) serveStream(ctx context.Context, p *peer, st *transport.Stream) {
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var l [1]byte
+	if _, err := io.ReadFull(st, l[:]); err != nil {
+		st.Reset(codeUnknownService)
+		return
+	}
+	name := make([]byte, l[0])
+	if _, err := io.ReadFull(st, name); err != nil {
+		st.Reset(codeUnknownService)
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	service := string(name)
+	if service == infoService {
+		n.readInfo(p, st)
+		return
+	}
+	n.handlersMu.RLock()
+	fn := n.handlers[service]
+	n.handlersMu.RUnlock()
+	if fn == nil {
+		st.CloseRead(codeUnknownService)
+		st.Reset(codeUnknownService)
+		return
+	}
+	n.mu.Lock()
+	who := Peer{Username: p.username, Device: p.key}
+	n.mu.Unlock()
+	fn(who, st)
+}
+
+// peerInfo is what each side tells the other on infoService.
+type peerInfo struct {
+	NAT string `json:"nat"`
+}
+
+func (n *Node) sendInfo(ctx context.Context, s *transport.Session) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := openService(ctx, s, infoService)
+	if err != nil {
+		return
+	}
+	n.mu.Lock()
+	info := peerInfo{NAT: n.nat}
+	n.mu.Unlock()
+	json.NewEncoder(st).Encode(info)
+	st.Close()
+}
+
+func (n *Node) readInfo(p *peer, st *transport.Stream) {
+	defer st.Close()
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var info peerInfo
+	if err := json.NewDecoder(io.LimitReader(st, 4096)).Decode(&info); err != nil {
+		return
+	}
+	n.mu.Lock()
+	p.peerNAT = info.NAT
+	n.mu.Unlock()
+}
+
+// pickPeer chooses username's device to talk to: the one with a session,
+// else an online one, else the first.
+func (n *Node) pickPeer(username string) (*peer, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dc == nil && len(n.contacts) == 0 {
+		return nil, ErrNotLoggedIn
+	}
+	var best *peer
+	for _, c := range n.contacts {
+		if c.Username != username {
+			continue
+		}
+		if c.State != "mutual" {
+			return nil, fmt.Errorf("%s is not a mutual contact yet (%s)", username, c.State)
+		}
+		for _, d := range c.Devices {
+			p := n.peers[d.Key]
+			switch {
+			case p == nil:
+			case p.liveLocked() != nil:
+				return p, nil
+			case best == nil || (p.online && !best.online):
+				best = p
+			}
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("%s: %w", username, ErrNotContact)
+	}
+	return best, nil
+}
+
+// Connect returns the session with username's device, setting one up if
+// there is none: through an offer over the server when it answers, else
+// from the cached endpoints.
+func (n *Node) Connect(ctx context.Context, username string) (*transport.Session, error) {
+	for attempt := 0; ; attempt++ {
+		p, err := n.pickPeer(username)
+		if err != nil {
+			return nil, err
+		}
+		n.mu.Lock()
+		if s := p.liveLocked(); s != nil {
+			n.mu.Unlock()
+			return s, nil
+		}
+		if ch := p.connecting; ch != nil && attempt == 0 {
+			n.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		ch := make(chan struct{})
+		p.connecting = ch
+		n.mu.Unlock()
+		s, err := n.connect(ctx, p)
+		n.mu.Lock()
+		if p.connecting == ch {
+			p.connecting = nil
+		}
+		close(ch)
+		if err != nil && p.liveLocked() == nil {
+			p.why = err.Error()
+		}
+		n.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", username, err)
+		}
+		return s, nil
+	}
+}
+
+func addrStrings(as []netip.AddrPort) []string {
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// parseCandidates keeps the well-formed IPv4 candidates (the socket is
+// IPv4), without duplicates.
+func parseCandidates(ss ...[]string) []netip.AddrPort {
+	var out []netip.AddrPort
+	seen := map[netip.AddrPort]bool{}
+	for _, list := range ss {
+		for _, s := range list {
+			a, err := netip.ParseAddrPort(s)
+			if err != nil {
+				continue
+			}
+			a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+			if !a.Addr().Is4() || a.Port() == 0 || a.Addr().IsUnspecified() || seen[a] {
+				continue
+			}
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// connect sets up a session with p; the caller holds p.connecting.
+func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error) {
+	id := randomID()
+	ans := make(chan client.Event, 1)
+	n.mu.Lock()
+	p.answers[id] = ans
+	cands := n.candidates
+	dc, up := n.dc, n.serverUp
+	cached := parseCandidates([]string{p.lastDirect}, p.endpoints)
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(p.answers, id)
+		n.mu.Unlock()
+	}()
+	var remote []netip.AddrPort
+	signalled := false
+	if dc != nil && up {
+		octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+		err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
+			Candidates: addrStrings(cands), RTTs: []client.RTT{}})
+		if err == nil {
+			select {
+			case ev := <-ans:
+				remote, signalled = parseCandidates(ev.Candidates), true
+			case <-octx.Done():
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !signalled {
+			n.log.Info("no answer to offer; using cached endpoints", "device", p.key.Short(), "err", err)
+		}
+	}
+	// Cached addresses may still work (the peer's NAT kept its mapping),
+	// and cost nothing to probe.
+	remote = parseCandidates(addrStrings(remote), addrStrings(cached))
+	if len(remote) == 0 {
+		return nil, fmt.Errorf("%w: no known address for the device", ErrNoPath)
+	}
+	// Without signalling the peer does not know we are coming: we dial.
+	dialer := !signalled || keyLess(n.pub, p.key)
+	return n.establish(ctx, p, remote, dialer)
+}
+
+// establish punches towards remote and opens the session: the dialer
+// sends the Noise initiation to the first address that answered a probe;
+// the other side keeps probing (opening its NAT towards the dialer) until
+// the session arrives.
+func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool) (*transport.Session, error) {
+	pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+	defer cancel()
+	if dialer {
+		addr, rtt, err := n.punch(pctx, p, remote)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w: none of %d candidates answered probes", ErrNoPath, len(remote))
+		}
+		n.log.Debug("punched", "device", p.key.Short(), "addr", addr, "rtt", rtt)
+		s, err := n.ep.Dial(pctx, addr, p.key)
+		if err != nil {
+			return nil, fmt.Errorf("handshake with %v: %w", addr, err)
+		}
+		return n.addSession(p, s, n.pub), nil
+	}
+	punched := make(chan struct{})
+	go func() {
+		defer close(punched)
+		n.punch(pctx, p, remote)
+	}()
+	defer func() { cancel(); <-punched }()
+	for {
+		n.mu.Lock()
+		s := p.liveLocked()
+		ch := p.changed
+		n.mu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		select {
+		case <-ch:
+		case <-pctx.Done():
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w: the peer's handshake did not arrive", ErrNoPath)
+		}
+	}
+}
+
+// handleOffer answers an offer from a contact's device and takes its side
+// of the punch.
+func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
+	if ev.FromDevice == nil {
+		return
+	}
+	key := transport.PublicKey(*ev.FromDevice)
+	n.mu.Lock()
+	p := n.peers[key]
+	n.mu.Unlock()
+	if p == nil {
+		// A contact we have not heard about yet (the acceptance raced the
+		// offer): read the list once.
+		n.refreshContacts(ctx)
+		n.mu.Lock()
+		p = n.peers[key]
+		n.mu.Unlock()
+		if p == nil {
+			n.log.Info("offer from an unknown device", "from", ev.From, "device", key.Short())
+			return
+		}
+	}
+	switch ev.Kind {
+	case "answer":
+		n.mu.Lock()
+		ch := p.answers[ev.Session]
+		n.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- ev:
+			default:
+			}
+		}
+		return
+	case "offer":
+	default:
+		return
+	}
+	n.mu.Lock()
+	cands := n.candidates
+	dc := n.dc
+	cur := p.liveLocked()
+	connecting := p.connecting
+	n.mu.Unlock()
+	if dc == nil {
+		return
+	}
+	if err := dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "answer", Session: ev.Session,
+		Candidates: addrStrings(cands), RTTs: []client.RTT{}}); err != nil {
+		n.log.Info("answer offer", "device", key.Short(), "err", err)
+		return
+	}
+	remote := parseCandidates(ev.Candidates)
+	switch {
+	case cur != nil:
+		// The peer re-punches: its NAT mapping changed.
+		n.movePath(ctx, p, cur, remote)
+	case connecting != nil:
+		// Our own connect runs (crossing offers); it dials or waits, and
+		// our probes help it through our NAT.
+		pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+		n.punch(pctx, p, remote)
+		cancel()
+	default:
+		ch := make(chan struct{})
+		n.mu.Lock()
+		p.connecting = ch
+		n.mu.Unlock()
+		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key))
+		n.mu.Lock()
+		if p.connecting == ch {
+			p.connecting = nil
+		}
+		close(ch)
+		if err != nil && p.liveLocked() == nil {
+			p.why = err.Error()
+		}
+		n.mu.Unlock()
+		if err != nil {
+			n.log.Info("offer: no session", "from", ev.From, "err", err)
+		}
+	}
+}
+
+// movePath punches towards remote and moves s to the path that answers if
+// it differs from the one s uses.
+func (n *Node) movePath(ctx context.Context, p *peer, s *transport.Session, remote []netip.AddrPort) {
+	pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+	defer cancel()
+	addr, _, err := n.punch(pctx, p, remote)
+	if err != nil || addr == s.CurrentPath().Remote {
+		return
+	}
+	if err := s.MovePath(pctx, addr); err != nil {
+		n.log.Info("move path", "device", p.key.Short(), "addr", addr, "err", err)
+		return
+	}
+	n.log.Info("moved session", "device", p.key.Short(), "addr", addr)
+	n.reportPath(p, s)
+}
+
+// repunchAll tells every peer with a session our new candidates after our
+// NAT mapping changed, and punches again with each.
+func (n *Node) repunchAll() {
+	n.mu.Lock()
+	var ps []*peer
+	for _, p := range n.peers {
+		if p.liveLocked() != nil {
+			ps = append(ps, p)
+		}
+	}
+	dc, up := n.dc, n.serverUp
+	cands := n.candidates
+	n.mu.Unlock()
+	if dc == nil || !up {
+		return // keepalives from the new mapping will reach public peers anyway
+	}
+	for _, p := range ps {
+		n.goroutine(func(ctx context.Context) {
+			id := randomID()
+			ans := make(chan client.Event, 1)
+			n.mu.Lock()
+			p.answers[id] = ans
+			n.mu.Unlock()
+			defer func() {
+				n.mu.Lock()
+				delete(p.answers, id)
+				n.mu.Unlock()
+			}()
+			octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+			defer cancel()
+			if err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
+				Candidates: addrStrings(cands), RTTs: []client.RTT{}}); err != nil {
+				return
+			}
+			select {
+			case ev := <-ans:
+				n.mu.Lock()
+				s := p.liveLocked()
+				n.mu.Unlock()
+				if s != nil {
+					n.movePath(ctx, p, s, parseCandidates(ev.Candidates))
+				}
+			case <-octx.Done():
+			}
+		})
+	}
+}
+
+// punch is one run of probing towards a peer's candidates.
+type punch struct {
+	p      *peer
+	result chan punchResult // the first answered probe (cap 1)
+	added  chan struct{}    // a new address was learnt (cap 1)
+
+	mu    sync.Mutex // protects the fields below
+	addrs []netip.AddrPort
+	sent  map[[8]byte]time.Time
+}
+
+type punchResult struct {
+	addr netip.AddrPort
+	rtt  time.Duration
+}
+
+// addAddr adds a peer address learnt from an authenticated probe.
+func (pu *punch) addAddr(a netip.AddrPort) {
+	pu.mu.Lock()
+	for _, b := range pu.addrs {
+		if a == b {
+			pu.mu.Unlock()
+			return
+		}
+	}
+	pu.addrs = append(pu.addrs, a)
+	pu.mu.Unlock()
+	select {
+	case pu.added <- struct{}{}:
+	default:
+	}
+}
+
+// punch probes remote until a probe is answered, and returns where the
+// answer came from — which, behind a NAT that remapped (the Linux clash),
+// is not necessarily any announced candidate. Probes from the peer teach
+// it more addresses to probe.
+func (n *Node) punch(ctx context.Context, p *peer, remote []netip.AddrPort) (netip.AddrPort, time.Duration, error) {
+	pu := &punch{p: p, result: make(chan punchResult, 1), added: make(chan struct{}, 1),
+		addrs: append([]netip.AddrPort(nil), remote...), sent: map[[8]byte]time.Time{}}
+	n.mu.Lock()
+	p.punches[pu] = struct{}{}
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(p.punches, pu)
+		n.mu.Unlock()
+	}()
+	interval := 100 * time.Millisecond
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var buf []byte
+	round := func() {
+		pu.mu.Lock()
+		addrs := append([]netip.AddrPort(nil), pu.addrs...)
+		pu.mu.Unlock()
+		for _, a := range addrs {
+			var pr probe
+			pr.Type, pr.Pair = probeTypePing, p.pairID
+			rand.Read(pr.Tx[:])
+			pu.mu.Lock()
+			pu.sent[pr.Tx] = time.Now()
+			pu.mu.Unlock()
+			buf = appendProbe(buf[:0], pr, &p.pairKey, n.pub)
+			n.mux.WriteToUDPAddrPort(buf, a)
+		}
+	}
+	for {
+		select {
+		case r := <-pu.result:
+			return r.addr, r.rtt, nil
+		case <-pu.added:
+			round()
+		case <-t.C:
+			round()
+			t.Reset(interval)
+			interval = min(2*interval, time.Second)
+		case <-ctx.Done():
+			return netip.AddrPort{}, 0, ctx.Err()
+		}
+	}
+}
+
+// handleProbe answers an authenticated ping where it came from and passes
+// pongs to the punches waiting for them. It runs on the socket's reader
+// goroutine.
+func (n *Node) handleProbe(b []byte, from netip.AddrPort) {
+	pr, err := parseProbe(b)
+	if err != nil {
+		return
+	}
+	n.mu.Lock()
+	p := n.pairs[pr.Pair]
+	var punches []*punch
+	if p != nil {
+		for pu := range p.punches {
+			punches = append(punches, pu)
+		}
+	}
+	n.mu.Unlock()
+	if p == nil || !verifyProbe(b, &p.pairKey, p.key) {
+		return
+	}
+	switch pr.Type {
+	case probeTypePing:
+		pong := probe{Type: probeTypePong, Pair: pr.Pair, Tx: pr.Tx, Addr: from}
+		var buf [probeSize]byte
+		n.mux.WriteToUDPAddrPort(appendProbe(buf[:0], pong, &p.pairKey, n.pub), from)
+		for _, pu := range punches {
+			pu.addAddr(from)
+		}
+	case probeTypePong:
+		now := time.Now()
+		for _, pu := range punches {
+			pu.mu.Lock()
+			at, ok := pu.sent[pr.Tx]
+			pu.mu.Unlock()
+			if ok {
+				select {
+				case pu.result <- punchResult{addr: from, rtt: now.Sub(at)}:
+				default:
+				}
+			}
+		}
+	}
+}
