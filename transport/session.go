@@ -250,7 +250,52 @@ type Session struct {
 
 	moveCh  chan moveRequest
 	probing []*probe // paths being validated at the application's request
+
+	lastRecvNanos atomic.Int64 // for LastReceived
+
+	pingMu  sync.Mutex // protects pings and pingSeq
+	pings   map[uint64]pingWaiter
+	pingSeq uint64
 }
+
+type pingWaiter struct {
+	sent time.Time
+	done chan time.Duration
+}
+
+// Ping sends a PING and waits until the packet carrying it is
+// acknowledged, returning the round-trip time. The application uses it to
+// check a path on demand (keepalives only run every KeepAlivePeriod). If the
+// packet is lost, Ping waits for the retransmitted PING's ACK... it does not
+// retransmit: it waits until ctx ends.
+func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
+	w := pingWaiter{sent: time.Now(), done: make(chan time.Duration, 1)}
+	s.pingMu.Lock()
+	if s.pings == nil {
+		s.pings = make(map[uint64]pingWaiter)
+	}
+	s.pingSeq++
+	id := s.pingSeq
+	s.pings[id] = w
+	s.pingMu.Unlock()
+	defer func() {
+		s.pingMu.Lock()
+		delete(s.pings, id)
+		s.pingMu.Unlock()
+	}()
+	s.queueControl(controlFrame{kind: kindPing, id: id})
+	select {
+	case rtt := <-w.done:
+		return rtt, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-s.done:
+		return 0, s.closeError()
+	}
+}
+
+// LastReceived is when the session last received an authenticated packet.
+func (s *Session) LastReceived() time.Time { return time.Unix(0, s.lastRecvNanos.Load()) }
 
 // moveRequest asks the run loop to move the session to a new path.
 type moveRequest struct {

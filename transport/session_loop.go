@@ -284,6 +284,7 @@ func (s *Session) handleData(p *packet, now time.Time) {
 		}
 	}
 	s.lastRecv = now
+	s.lastRecvNanos.Store(now.UnixNano())
 	s.counters.packetsReceived.Add(1)
 	s.counters.bytesReceived.Add(uint64(len(b)))
 	if !s.initiator && !s.confirmed {
@@ -738,9 +739,23 @@ type sessionCallbacks Session
 
 func (c *sessionCallbacks) OnFrameAcked(f ackhandler.Frame) {
 	s := (*Session)(c)
-	if f.Kind == kindStream {
+	switch f.Kind {
+	case kindStream:
 		if st := s.stream(f.StreamID); st != nil {
 			st.onFrameAcked(f.Offset, f.Length, f.Fin)
+		}
+	case kindPing:
+		if f.StreamID == 0 {
+			return // a keepalive or probe, not Ping's
+		}
+		s.pingMu.Lock()
+		w, ok := s.pings[f.StreamID]
+		s.pingMu.Unlock()
+		if ok {
+			select {
+			case w.done <- time.Since(w.sent):
+			default:
+			}
 		}
 	}
 }

@@ -174,7 +174,9 @@ func (s *Session) appendControl(buf []byte, frames []ackhandler.Frame, limit int
 		rec := ackhandler.Frame{Kind: c.kind, StreamID: c.id}
 		switch c.kind {
 		case kindPing:
-			if seen&(1<<kindPing) != 0 || ackEliciting {
+			// A keepalive is needless in a packet with other frames; an
+			// application Ping (id > 0) is always sent, to track its ACK.
+			if c.id == 0 && (seen&(1<<kindPing) != 0 || ackEliciting) {
 				continue
 			}
 			f := wire.PingFrame{}
