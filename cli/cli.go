@@ -48,6 +48,12 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newDemoCmd())
 	root.AddCommand(newServerCmd())
+	root.AddCommand(newUpCmd())
+	root.AddCommand(newRegisterCmd())
+	root.AddCommand(newLoginCmd())
+	root.AddCommand(newLogoutCmd())
+	root.AddCommand(newContactsCmd())
+	root.AddCommand(newStatusCmd())
 	bench := &cobra.Command{Use: "bench", Short: "Measure Parley's components", Args: cobra.NoArgs}
 	bench.AddCommand(newBenchServerCmd())
 	root.AddCommand(bench)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -122,7 +121,7 @@ func (wd *world) startServer(path string) {
 		ts = httptest.NewServer(srv)
 	} else {
 		ts = httptest.NewUnstartedServer(srv)
-		ln, err := netListen(wd.http.Listener.Addr().String())
+		ln, err := net.Listen("tcp", wd.http.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,11 +170,11 @@ func (wd *world) startNode(name, dir string, h *natlab.Host) *daemon {
 	t := wd.t
 	t.Helper()
 	n, err := node.New(node.Config{
-		Server:     wd.http.URL,
-		DataDir:    dir,
-		Listener:   h,
-		DeviceName: name,
-		Logger:     testLogger(t, name),
+		Server:          wd.http.URL,
+		DataDir:         dir,
+		Listener:        h,
+		DeviceName:      name,
+		Logger:          testLogger(t, name),
 		PunchTimeout:    5 * time.Second,
 		RefreshInterval: time.Hour,
 	})
@@ -238,9 +237,3 @@ func befriend(t *testing.T, a, b *daemon, an, bn string) {
 		})
 	}
 }
-
-var _ = http.StatusOK
-
-func netListen(addr string) (netListener, error) { return net.Listen("tcp", addr) }
-
-type netListener = net.Listener

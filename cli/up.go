@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/parley-p2p/parley/localapi"
+	"github.com/parley-p2p/parley/node"
+)
+
+type upOptions struct {
+	server, data, listen, logLevel string
+	supernode                      string
+	budgetRate, budgetBytes        int64
+}
+
+func newUpCmd() *cobra.Command {
+	var o upOptions
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the peer daemon",
+		Long: `Run the Parley peer daemon for one device.
+
+On first run it creates the device's identity key in the data directory
+(--data, $PARLEY_DATA, or the user's data directory) and keeps its state
+there. Other parley commands find the daemon through the same data
+directory, so several daemons can run side by side with different --data.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runUp(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.server, "server", "", "directory server URL (remembered in the data directory)")
+	addDataFlag(cmd, &o.data)
+	f.StringVar(&o.listen, "listen", "", "UDP address to bind (default: the port used last time, or any)")
+	f.StringVar(&o.supernode, "supernode", "auto", "relay for others: auto, on or off")
+	f.Int64Var(&o.budgetRate, "budget-rate", 1<<20, "supernode: bytes per second relayed across sessions")
+	f.Int64Var(&o.budgetBytes, "budget-bytes", 1<<30, "supernode: bytes relayed per pair of peers")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
+	level, err := parseLevel(o.logLevel)
+	if err != nil {
+		return usageError{fmt.Errorf("bad --log-level %q", o.logLevel)}
+	}
+	switch o.supernode {
+	case "auto", "on", "off":
+	default:
+		return usageError{fmt.Errorf("--supernode must be auto, on or off, not %q", o.supernode)}
+	}
+	dir, err := node.DataDir(o.data)
+	if err != nil {
+		return err
+	}
+	// A daemon already serving this directory answers on its socket.
+	c := localapi.NewClient(dir)
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = c.Status(sctx)
+	cancel()
+	c.Close()
+	if err == nil {
+		return fmt.Errorf("a daemon is already running for %s: stop it first, or give another --data directory", dir)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	n, err := node.New(node.Config{
+		Server: o.server, DataDir: dir, ListenAddr: o.listen, Logger: log,
+		Supernode: o.supernode, BudgetRate: o.budgetRate, BudgetBytes: o.budgetBytes,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := localapi.Listen(dir)
+	if err != nil {
+		n.Close()
+		return err
+	}
+	fmt.Fprintf(stdout, "parley daemon up: device %s, UDP %s, data %s\n", n.PublicKey(), n.LocalAddr(), dir)
+	if n.Status().Username == "" {
+		fmt.Fprintf(stdout, "not logged in yet: run `parley login NAME` or `parley register NAME` (with --data %s)\n", dir)
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- (&localapi.Server{Node: n, Logger: log}).Serve(ctx, ln) }()
+	err = n.Run(ctx)
+	stop()
+	if aerr := <-apiDone; err == nil && aerr != nil && !errors.Is(aerr, context.Canceled) {
+		err = aerr
+	}
+	return err
+}
+
+// addDataFlag adds --data, the data directory every daemon command shares.
+func addDataFlag(cmd *cobra.Command, p *string) {
+	cmd.Flags().StringVar(p, "data", "", "the daemon's data directory (default: $PARLEY_DATA or the user's data directory)")
+}
+
+// daemonClient returns a client for the daemon of the data directory.
+func daemonClient(data string) (*localapi.Client, string, error) {
+	dir, err := node.DataDir(data)
+	if err != nil {
+		return nil, "", err
+	}
+	return localapi.NewClient(dir), dir, nil
+}
+
+// daemonErr turns a local API error into the sentence a user sees.
+func daemonErr(err error, dir string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, localapi.ErrNoDaemon) {
+		return fmt.Errorf("no daemon running for %s: start one with `parley up --server URL`", dir)
+	}
+	var de *localapi.DaemonError
+	if errors.As(err, &de) {
+		return errors.New(de.Msg)
+	}
+	return fmt.Errorf("talking to the daemon for %s: %v", dir, err)
+}
