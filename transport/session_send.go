@@ -3,6 +3,7 @@ package transport
 import (
 	"crypto/rand"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/parley-p2p/parley/transport/internal/ackhandler"
@@ -383,7 +384,7 @@ func (s *Session) outBuf(p *path) []byte {
 		s.flush()
 	}
 	if s.batch == nil {
-		s.batch = make([]byte, 0, max(maxBatchBytes, s.cfg.MaxPacketSize))
+		s.batch = getBatch(max(maxBatchBytes, s.cfg.MaxPacketSize))
 	}
 	s.batchTo = p.udpAddr
 	return s.batch[len(s.batch):len(s.batch)]
@@ -412,11 +413,29 @@ func (s *Session) commitOut(n int) {
 	}
 }
 
-// flush sends the pending batch.
+// flush sends the pending batch and returns its buffer to the pool, so an
+// idle session holds no send buffer.
 func (s *Session) flush() {
 	if s.batchN > 0 {
 		s.ep.writeBatch(s.batch, s.batchSeg, s.batchTo)
 	}
-	s.batch = s.batch[:0]
+	if s.batch != nil {
+		putBatch(s.batch)
+		s.batch = nil
+	}
 	s.batchN, s.batchShort = 0, false
+}
+
+var batchPool sync.Pool
+
+func getBatch(size int) []byte {
+	if b, ok := batchPool.Get().(*[]byte); ok && cap(*b) >= size {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+func putBatch(b []byte) {
+	b = b[:0]
+	batchPool.Put(&b)
 }
