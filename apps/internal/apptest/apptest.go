@@ -3,7 +3,10 @@
 package apptest
 
 import (
+	"sync"
+
 	"context"
+	"github.com/parley-p2p/parley/apps/appmux"
 	"net"
 	"testing"
 
@@ -120,4 +123,31 @@ func key(t testing.TB) transport.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// Serve accepts the streams of sess until it ends and hands each, with the
+// application its header names, to handle on a goroutine of its own. The
+// test waits for every handler when it ends (after closing sess).
+func Serve(t testing.TB, sess *transport.Session, handle func(app appmux.App, conn net.Conn)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		sess.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			st, err := sess.AcceptStream(context.Background())
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer st.Close()
+				app, err := appmux.Accept(st)
+				if err != nil {
+					return
+				}
+				handle(app, st)
+			})
+		}
+	})
 }
