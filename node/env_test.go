@@ -237,3 +237,5 @@ func befriend(t *testing.T, a, b *daemon, an, bn string) {
 		})
 	}
 }
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

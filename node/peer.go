@@ -132,18 +132,20 @@ func (n *Node) acceptLoop(ctx context.Context) {
 
 // addSession makes s the pair's session unless the one it has is to be
 // preferred. Both sides must pick the same session without talking, so the
-// rule depends only on what both see: the newer session wins (a restarted
-// daemon's session replaces the one it abandoned), except that of two
-// sessions started within sessionRace of each other by different sides
-// (both dialled at once), the one the smaller key started wins.
+// rule depends only on what both see. A side dials only when it has no
+// session with the peer (or, signalled, when it is the dialer), so a new
+// session from the peer means the peer abandoned the old one — it
+// restarted, or lost the path: the newer session wins. The exception is
+// two sides dialling each other at once (both restarted while the server
+// was down): a session that arrives while our own connect is running wins
+// only if the smaller key started it, on both sides.
 func (n *Node) addSession(p *peer, s *transport.Session, initiator transport.PublicKey) *transport.Session {
-	const sessionRace = 2 * time.Second
 	ns := &sess{s: s, initiator: initiator, since: time.Now()}
 	n.mu.Lock()
 	old := p.current
 	win := true
 	if old != nil && p.liveLocked() != nil {
-		if ns.since.Sub(old.since) < sessionRace && ns.initiator != old.initiator {
+		if p.connecting != nil && ns.initiator != old.initiator {
 			win = keyLess(ns.initiator, old.initiator)
 		}
 	} else {

@@ -84,6 +84,13 @@ func parseProbe(b []byte) (probe, error) {
 	copy(p.Pair[:], b[probeOffPair:])
 	copy(p.Tx[:], b[probeOffTx:])
 	port := binary.BigEndian.Uint16(b[probeOffPort:])
+	// Unused address bytes must be zero, so that every probe has one
+	// encoding.
+	switch n := int(b[probeOffAddrN]); {
+	case n == 0 && (port != 0 || !allZero(b[probeOffAddr:probeOffPort])),
+		n == 4 && !allZero(b[probeOffAddr+4:probeOffPort]):
+		return p, errProbe
+	}
 	switch b[probeOffAddrN] {
 	case 0:
 	case 4:
@@ -157,4 +164,13 @@ func pairKeys(priv transport.PrivateKey, peer transport.PublicKey) (key [32]byte
 	h.Write([]byte("pair id"))
 	copy(id[:], h.Sum(nil))
 	return key, id, true
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
