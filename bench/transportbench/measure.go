@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -368,6 +369,10 @@ type HandshakeResult struct {
 	PerSecond   float64 `json:"per_second"`
 	Handshakes  int64   `json:"handshakes"`
 	Concurrency int     `json:"concurrency"`
+	// Failed counts dials that failed in the window (they are retried);
+	// FirstError is the first failure of the whole run.
+	Failed     int64  `json:"failed"`
+	FirstError string `json:"first_error,omitempty"`
 	// Parley's server: initiations refused (rate limit, full accept
 	// queue) and cookie replies sent (the endpoint under load).
 	Refused     uint64 `json:"refused,omitempty"`
@@ -403,7 +408,10 @@ func Handshakes(ctx context.Context, t Transport, conc int, warmup, dur time.Dur
 			c.Close()
 		}
 	}()
-	var dialErr atomic.Pointer[error]
+	// A dial that fails (a handshake that timed out) is counted and
+	// retried: it is a finding, not a reason to stop.
+	var failed atomic.Int64
+	var firstErr atomic.Pointer[error]
 	for range conc {
 		wg.Add(1)
 		go func() {
@@ -414,28 +422,37 @@ func Handshakes(ctx context.Context, t Transport, conc int, warmup, dur time.Dur
 				dcancel()
 				if err != nil {
 					if ctx.Err() == nil {
-						dialErr.CompareAndSwap(nil, &err)
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, &err)
 					}
-					return
+					continue
 				}
 				c.Close()
 			}
 		}()
 	}
 	sleep(ctx, warmup)
-	n0, t0 := accepted.Load(), time.Now()
+	n0, f0, t0 := accepted.Load(), failed.Load(), time.Now()
 	sleep(ctx, dur)
-	n1, t1 := accepted.Load(), time.Now()
+	n1, f1, t1 := accepted.Load(), failed.Load(), time.Now()
 	cancel()
 	wg.Wait()
-	if p := dialErr.Load(); p != nil {
-		return HandshakeResult{}, fmt.Errorf("%s: dial: %w", t.Name, *p)
+	if n1 == n0 {
+		err := errors.New("no handshake completed")
+		if p := firstErr.Load(); p != nil {
+			err = *p
+		}
+		return HandshakeResult{}, fmt.Errorf("%s: dial: %w", t.Name, err)
 	}
 	r := HandshakeResult{
 		Transport:   t.Name,
 		PerSecond:   float64(n1-n0) / t1.Sub(t0).Seconds(),
 		Handshakes:  n1 - n0,
+		Failed:      f1 - f0,
 		Concurrency: conc,
+	}
+	if p := firstErr.Load(); p != nil {
+		r.FirstError = (*p).Error()
 	}
 	if ps, ok := srv.(interface {
 		Stats() transport.EndpointStats

@@ -55,6 +55,8 @@ type Report struct {
 	RR         []RRResult        `json:"request_response"`
 	Grid       []GridResult      `json:"natlab_grid"`
 	Targets    []Target          `json:"targets"`
+	// Errors are figures that could not be measured.
+	Errors []string `json:"errors,omitempty"`
 }
 
 // Meta describes the run.
@@ -155,6 +157,15 @@ func GridTransports() []Transport {
 	}
 }
 
+// defaultClamp is TCP_MAXSEG when Parley's bulk figure, which sets it, is
+// missing: 1,452-byte packets carry about 1,408 bytes of stream data.
+const defaultClamp = 1408 + tcpTimestamps
+
+func (r *Report) fail(log io.Writer, err error) {
+	fmt.Fprintf(log, "  error: %v\n", err)
+	r.Errors = append(r.Errors, err.Error())
+}
+
 // tcpTimestamps is what Linux's TCP timestamps option takes from each
 // segment's MSS: TCP_MAXSEG is set 12 bytes above the payload wanted.
 const tcpTimestamps = 12
@@ -177,19 +188,22 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 
 	// Parley first: its payload per packet sets TCP's clamp.
 	fmt.Fprintln(log, "bulk: Parley")
+	r.Meta.ClampedMSS = defaultClamp
 	pb, err := Bulk(ctx, Transport{Name: NameParley, Kind: "parley"}, o.Warmup, o.Duration, o.Checksum, r.Meta.IdleCPU)
 	if err != nil {
-		return nil, err
+		r.fail(log, err)
+	} else {
+		r.Bulk = append(r.Bulk, pb)
+		r.Meta.ParleyPerPacket = pb.PayloadPerPacket
+		r.Meta.ClampedMSS = int(pb.PayloadPerPacket+0.5) + tcpTimestamps
 	}
-	r.Bulk = append(r.Bulk, pb)
-	r.Meta.ParleyPerPacket = pb.PayloadPerPacket
-	r.Meta.ClampedMSS = int(pb.PayloadPerPacket+0.5) + tcpTimestamps
 	transports := LoopbackTransports(r.Meta.ClampedMSS)
 	for _, t := range transports[1:] {
 		fmt.Fprintf(log, "bulk: %s\n", t.Name)
 		b, err := Bulk(ctx, t, o.Warmup, o.Duration, o.Checksum, r.Meta.IdleCPU)
 		if err != nil {
-			return nil, err
+			r.fail(log, err)
+			continue
 		}
 		r.Bulk = append(r.Bulk, b)
 	}
@@ -198,7 +212,8 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 			fmt.Fprintf(log, "request/response %d B: %s\n", size, t.Name)
 			rr, err := RequestResponse(ctx, t, size, o.Warmup/2, o.Duration)
 			if err != nil {
-				return nil, err
+				r.fail(log, err)
+				continue
 			}
 			r.RR = append(r.RR, rr)
 		}
@@ -214,7 +229,8 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 		fmt.Fprintf(log, "handshakes: %s\n", t.Name)
 		h, err := Handshakes(ctx, t, o.HandshakeConcurrency, o.Warmup/2, o.Duration)
 		if err != nil {
-			return nil, err
+			r.fail(log, err)
+			continue
 		}
 		r.Handshakes = append(r.Handshakes, h)
 	}
@@ -239,7 +255,8 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 			res, err = TTFB(ctx, t, &Net{TCPDelay: rtt / 2}, "loopback TCP, delayed in process", rtt, o.TTFBTrials)
 		}
 		if err != nil {
-			return nil, err
+			r.fail(log, err)
+			continue
 		}
 		r.TTFB = append(r.TTFB, res)
 	}
@@ -378,9 +395,9 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	if len(r.Handshakes) > 0 {
 		fmt.Fprintln(w, "Mutually authenticated handshakes over loopback")
-		fmt.Fprintln(tw, "transport\tper second\tconcurrent dialers\trefused\tcookies\t")
+		fmt.Fprintln(tw, "transport\tper second\tconcurrent dialers\tfailed dials\trefused\tcookies\t")
 		for _, h := range r.Handshakes {
-			fmt.Fprintf(tw, "%s\t%.0f\t%d\t%d\t%d\t\n", h.Transport, h.PerSecond, h.Concurrency, h.Refused, h.CookiesSent)
+			fmt.Fprintf(tw, "%s\t%.0f\t%d\t%d\t%d\t%d\t\n", h.Transport, h.PerSecond, h.Concurrency, h.Failed, h.Refused, h.CookiesSent)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -398,6 +415,13 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "natlab links, one stream, %v + %v of virtual time per point: goodput as %% of link rate\n", m.Options.GridWarmup, m.Options.GridDuration)
 		r.writeGrid(tw)
 		tw.Flush()
+		fmt.Fprintln(w)
+	}
+	if len(r.Errors) > 0 {
+		fmt.Fprintln(w, "Not measured")
+		for _, e := range r.Errors {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
 		fmt.Fprintln(w)
 	}
 	if len(r.Targets) > 0 {

@@ -67,8 +67,12 @@ func run() int {
 	if *grid {
 		g, err := runGridChild(o)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "transportbench: natlab grid: %v\n", err)
-			return 1
+			r.Errors = append(r.Errors, fmt.Sprintf("natlab grid: %v", err))
+		}
+		for _, p := range g {
+			if p.Error != "" {
+				r.Errors = append(r.Errors, fmt.Sprintf("natlab %v %s: %s", p.Point, p.Transport, p.Error))
+			}
 		}
 		r.Grid = g
 		r.Meta.GridTime = "virtual (testing/synctest)"
@@ -87,9 +91,12 @@ func run() int {
 		if err := e.Encode(r); err != nil {
 			return 1
 		}
-		return 0
+	} else {
+		r.WriteText(os.Stdout)
 	}
-	r.WriteText(os.Stdout)
+	if len(r.Errors) > 0 {
+		return 1
+	}
 	return 0
 }
 
