@@ -369,6 +369,9 @@ type HandshakeResult struct {
 	PerSecond   float64 `json:"per_second"`
 	Handshakes  int64   `json:"handshakes"`
 	Concurrency int     `json:"concurrency"`
+	// ManySources: each dial from a new socket on its own 127/8 address;
+	// otherwise all from one client socket.
+	ManySources bool `json:"many_sources"`
 	// Failed counts dials that failed in the window (they are retried);
 	// FirstError is the first failure of the whole run.
 	Failed     int64  `json:"failed"`
@@ -381,12 +384,18 @@ type HandshakeResult struct {
 
 // Handshakes measures how many mutually authenticated connections per second
 // a server accepts over loopback from conc concurrent dialers, each dialing,
-// waiting for the handshake and closing in a loop. A handshake counts when
+// waiting for the handshake and closing in a loop: all from one client
+// socket, or with manySources each from a new socket on a new source
+// address, as many different clients would arrive. A handshake counts when
 // the server's Accept returns it, which for every transport means the server
 // has verified the client's key or certificate (and the client the
 // server's, earlier).
-func Handshakes(ctx context.Context, t Transport, conc int, warmup, dur time.Duration) (HandshakeResult, error) {
-	srv, cli, err := t.Start(ctx, Loopback())
+func Handshakes(ctx context.Context, t Transport, conc int, manySources bool, warmup, dur time.Duration) (HandshakeResult, error) {
+	n := Loopback()
+	if manySources {
+		n.ClientSource = ManySources()
+	}
+	srv, cli, err := t.Start(ctx, n)
 	if err != nil {
 		return HandshakeResult{}, fmt.Errorf("%s: start: %w", t.Name, err)
 	}
@@ -450,6 +459,7 @@ func Handshakes(ctx context.Context, t Transport, conc int, warmup, dur time.Dur
 		Handshakes:  n1 - n0,
 		Failed:      f1 - f0,
 		Concurrency: conc,
+		ManySources: manySources,
 	}
 	if p := firstErr.Load(); p != nil {
 		r.FirstError = (*p).Error()

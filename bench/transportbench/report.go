@@ -218,16 +218,22 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 			r.RR = append(r.RR, rr)
 		}
 	}
-	hsTransports := []Transport{
-		{Name: NameParley, Kind: "parley"},
-		{Name: NameQUIC, Kind: "quic"},
-		{Name: NameTLS, Kind: "tls"},
-		{Name: NameQUIC + " (X25519 only)", Kind: "quic", X25519Only: true},
-		{Name: NameTLS + " (X25519 only)", Kind: "tls", X25519Only: true},
+	hsRuns := []struct {
+		t    Transport
+		many bool
+	}{
+		{Transport{Name: NameParley, Kind: "parley"}, false},
+		{Transport{Name: NameQUIC, Kind: "quic"}, false},
+		{Transport{Name: NameTLS, Kind: "tls"}, false},
+		{Transport{Name: NameParley, Kind: "parley"}, true},
+		{Transport{Name: NameQUIC, Kind: "quic"}, true},
+		{Transport{Name: NameTLS, Kind: "tls"}, true},
+		{Transport{Name: NameQUIC + " (X25519 only)", Kind: "quic", X25519Only: true}, true},
+		{Transport{Name: NameTLS + " (X25519 only)", Kind: "tls", X25519Only: true}, true},
 	}
-	for _, t := range hsTransports {
-		fmt.Fprintf(log, "handshakes: %s\n", t.Name)
-		h, err := Handshakes(ctx, t, o.HandshakeConcurrency, o.Warmup/2, o.Duration)
+	for _, hr := range hsRuns {
+		fmt.Fprintf(log, "handshakes: %s (many sources %v)\n", hr.t.Name, hr.many)
+		h, err := Handshakes(ctx, hr.t, o.HandshakeConcurrency, hr.many, o.Warmup/2, o.Duration)
 		if err != nil {
 			r.fail(log, err)
 			continue
@@ -395,9 +401,13 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	if len(r.Handshakes) > 0 {
 		fmt.Fprintln(w, "Mutually authenticated handshakes over loopback")
-		fmt.Fprintln(tw, "transport\tper second\tconcurrent dialers\tfailed dials\trefused\tcookies\t")
+		fmt.Fprintln(tw, "transport\tclient sockets\tper second\tconcurrent dialers\tfailed dials\trefused\tcookies\t")
 		for _, h := range r.Handshakes {
-			fmt.Fprintf(tw, "%s\t%.0f\t%d\t%d\t%d\t%d\t\n", h.Transport, h.PerSecond, h.Concurrency, h.Failed, h.Refused, h.CookiesSent)
+			src := "one"
+			if h.ManySources {
+				src = "one per dial"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t\n", h.Transport, src, h.PerSecond, h.Concurrency, h.Failed, h.Refused, h.CookiesSent)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)

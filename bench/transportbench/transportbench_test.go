@@ -2,6 +2,7 @@ package transportbench
 
 import (
 	"context"
+	"flag"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,7 +52,7 @@ func TestRequestResponseAndHandshakes(t *testing.T) {
 			if rr.Exchanges < 10 || rr.P50us <= 0 || rr.P99us < rr.P50us {
 				t.Errorf("implausible result %+v", rr)
 			}
-			h, err := Handshakes(ctx, tr, quick.HandshakeConcurrency, quick.Warmup, quick.Duration)
+			h, err := Handshakes(ctx, tr, quick.HandshakeConcurrency, true, quick.Warmup, quick.Duration)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,6 +141,24 @@ func BenchmarkBulk(b *testing.B) {
 				}
 				b.ReportMetric(r.Mbps, "Mbit/s")
 				b.ReportMetric(r.CPUSecondsPerGB, "CPU-s/GB")
+			}
+		})
+	}
+}
+
+var manySources = flag.Bool("many-sources", true, "BenchmarkHandshakes: dial each connection from its own source address")
+
+// BenchmarkHandshakes runs the handshake test per transport, for profiling.
+func BenchmarkHandshakes(b *testing.B) {
+	for _, tr := range []Transport{{Name: NameParley, Kind: "parley"}, {Name: NameQUIC, Kind: "quic"}, {Name: NameTLS, Kind: "tls"}} {
+		b.Run(tr.Name, func(b *testing.B) {
+			for b.Loop() {
+				r, err := Handshakes(context.Background(), tr, 4, *manySources, time.Second, 5*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(r.PerSecond, "handshakes/s")
+				b.ReportMetric(float64(r.Failed), "failed")
 			}
 		})
 	}

@@ -78,6 +78,24 @@ type Net struct {
 	// PacketSize is Parley's MaxPacketSize on this network; zero means
 	// LoopbackPacketSize.
 	PacketSize int
+	// ClientSource, if set, makes every Dial use a socket of its own bound
+	// to the loopback address it returns, as many clients would, instead
+	// of one client socket for all dials. (Parley's responder, under load,
+	// limits initiations per source address, as WireGuard's does.)
+	ClientSource func() string
+}
+
+// ManySources returns a ClientSource that hands out 127.0.0.0/8 addresses in
+// turn, a different one for each call (Linux routes all of 127/8 to lo).
+func ManySources() func() string {
+	var mu sync.Mutex
+	i := 0
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		i = i%(250*250) + 1
+		return fmt.Sprintf("127.1.%d.%d", i/250, i%250+1)
+	}
 }
 
 // Loopback is the kernel's UDP and TCP on 127.0.0.1.
@@ -158,6 +176,9 @@ type parleyServer struct {
 }
 
 type parleyClient struct {
+	n      *Net
+	cfg    *transport.Config
+	key    transport.PrivateKey
 	pc     net.PacketConn
 	ep     *transport.Endpoint
 	addr   net.Addr
@@ -188,7 +209,8 @@ func startParley(n *Net, congestion string) (Server, Client, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &parleyClient{pc: cpc, ep: transport.NewEndpoint(cpc, ckey, parleyConfig(n, congestion)), remote: skey.Public()}
+	c := &parleyClient{n: n, cfg: parleyConfig(n, congestion), key: ckey, pc: cpc, remote: skey.Public()}
+	c.ep = transport.NewEndpoint(cpc, ckey, c.cfg)
 	c.addr = spc.LocalAddr()
 	return &parleyServer{pc: spc, ln: ln}, c, nil
 }
@@ -200,7 +222,7 @@ func (s *parleyServer) Accept(ctx context.Context) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parleyConn{sess}, nil
+	return parleyConn{s: sess}, nil
 }
 
 // Stats returns the listening endpoint's drop and cookie counters.
@@ -216,11 +238,25 @@ func (c *parleyClient) Dial(ctx context.Context) (Conn, error) {
 	if !ok {
 		return nil, fmt.Errorf("parley: server address %v is not UDP", c.addr)
 	}
-	sess, err := c.ep.Dial(ctx, ua.AddrPort(), c.remote)
+	if c.n.ClientSource == nil {
+		sess, err := c.ep.Dial(ctx, ua.AddrPort(), c.remote)
+		if err != nil {
+			return nil, err
+		}
+		return parleyConn{s: sess}, nil
+	}
+	pc, err := net.ListenPacket("udp4", c.n.ClientSource()+":0")
 	if err != nil {
 		return nil, err
 	}
-	return parleyConn{sess}, nil
+	ep := transport.NewEndpoint(pc, c.key, c.cfg)
+	cleanup := func() { ep.Close(); pc.Close() }
+	sess, err := ep.Dial(ctx, ua.AddrPort(), c.remote)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	return parleyConn{s: sess, cleanup: cleanup}, nil
 }
 
 func (c *parleyClient) Close() error {
@@ -228,7 +264,10 @@ func (c *parleyClient) Close() error {
 	return c.pc.Close()
 }
 
-type parleyConn struct{ s *transport.Session }
+type parleyConn struct {
+	s       *transport.Session
+	cleanup func() // closes a per-dial endpoint and socket, if any
+}
 
 func (c parleyConn) OpenStream(ctx context.Context) (Stream, error) {
 	return c.s.OpenStream(ctx)
@@ -238,7 +277,13 @@ func (c parleyConn) AcceptStream(ctx context.Context) (Stream, error) {
 	return c.s.AcceptStream(ctx)
 }
 
-func (c parleyConn) Close() error { return c.s.Close() }
+func (c parleyConn) Close() error {
+	err := c.s.Close()
+	if c.cleanup != nil {
+		c.cleanup()
+	}
+	return err
+}
 
 // Stats exposes the session's counters to the bulk test.
 func (c parleyConn) Stats() transport.SessionStats { return c.s.Stats() }
@@ -255,6 +300,7 @@ type quicServer struct {
 }
 
 type quicClient struct {
+	n    *Net
 	pc   net.PacketConn
 	tr   *quic.Transport
 	addr net.Addr
@@ -291,7 +337,7 @@ func startQUIC(n *Net, x25519 bool) (Server, Client, error) {
 		spc.Close()
 		return nil, nil, err
 	}
-	c := &quicClient{pc: cpc, tr: &quic.Transport{Conn: cpc}, addr: spc.LocalAddr(), tls: clientTLS, conf: quicConfig(n)}
+	c := &quicClient{n: n, pc: cpc, tr: &quic.Transport{Conn: cpc}, addr: spc.LocalAddr(), tls: clientTLS, conf: quicConfig(n)}
 	return &quicServer{pc: spc, tr: str, ln: ln}, c, nil
 }
 
@@ -302,7 +348,7 @@ func (s *quicServer) Accept(ctx context.Context) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return quicConn{c}, nil
+	return quicConn{c: c}, nil
 }
 
 func (s *quicServer) Close() error {
@@ -312,11 +358,25 @@ func (s *quicServer) Close() error {
 }
 
 func (c *quicClient) Dial(ctx context.Context) (Conn, error) {
-	qc, err := c.tr.Dial(ctx, c.addr, c.tls, c.conf)
+	if c.n.ClientSource == nil {
+		qc, err := c.tr.Dial(ctx, c.addr, c.tls, c.conf)
+		if err != nil {
+			return nil, err
+		}
+		return quicConn{c: qc}, nil
+	}
+	pc, err := net.ListenPacket("udp4", c.n.ClientSource()+":0")
 	if err != nil {
 		return nil, err
 	}
-	return quicConn{qc}, nil
+	tr := &quic.Transport{Conn: pc}
+	cleanup := func() { tr.Close(); pc.Close() }
+	qc, err := tr.Dial(ctx, c.addr, c.tls, c.conf)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	return quicConn{c: qc, cleanup: cleanup}, nil
 }
 
 func (c *quicClient) Close() error {
@@ -324,7 +384,10 @@ func (c *quicClient) Close() error {
 	return c.pc.Close()
 }
 
-type quicConn struct{ c *quic.Conn }
+type quicConn struct {
+	c       *quic.Conn
+	cleanup func() // closes a per-dial transport and socket, if any
+}
 
 func (c quicConn) OpenStream(ctx context.Context) (Stream, error) {
 	s, err := c.c.OpenStreamSync(ctx)
@@ -342,7 +405,13 @@ func (c quicConn) AcceptStream(ctx context.Context) (Stream, error) {
 	return quicStream{s}, nil
 }
 
-func (c quicConn) Close() error { return c.c.CloseWithError(0, "") }
+func (c quicConn) Close() error {
+	err := c.c.CloseWithError(0, "")
+	if c.cleanup != nil {
+		c.cleanup()
+	}
+	return err
+}
 
 // quicStream maps quic-go's stream, whose Close only ends the send side, onto
 // Stream's net.Conn-like Close and CloseWrite.
@@ -370,6 +439,7 @@ type tcpServer struct {
 }
 
 type tcpClient struct {
+	n     *Net
 	addr  string
 	d     net.Dialer
 	tls   *tls.Config
@@ -403,7 +473,7 @@ func startTCP(n *Net, useTLS bool, mss int, x25519 bool) (Server, Client, error)
 	}
 	s := &tcpServer{ln: ln, conns: make(chan Conn)}
 	s.ctx, s.stop = context.WithCancel(context.Background())
-	c := &tcpClient{addr: ln.Addr().String(), d: net.Dialer{Control: mssControl(mss)}, delay: n.TCPDelay}
+	c := &tcpClient{n: n, addr: ln.Addr().String(), d: net.Dialer{Control: mssControl(mss)}, delay: n.TCPDelay}
 	if useTLS {
 		if s.tls, c.tls, err = tlsConfigs(x25519); err != nil {
 			ln.Close()
@@ -479,7 +549,11 @@ func (c *tcpClient) Dial(ctx context.Context) (Conn, error) {
 			return nil, ctx.Err()
 		}
 	}
-	nc, err := c.d.DialContext(ctx, "tcp4", c.addr)
+	d := c.d
+	if c.n.ClientSource != nil {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(c.n.ClientSource())}
+	}
+	nc, err := d.DialContext(ctx, "tcp4", c.addr)
 	if err != nil {
 		return nil, err
 	}
