@@ -124,7 +124,7 @@ func TestCLI(t *testing.T) {
 
 // TestUp runs `parley up` on real loopback sockets and stops it.
 func TestUp(t *testing.T) {
-	wd := newWorld(t)
+	wd := newLoopbackWorld(t)
 	dir := filepath.Join(t.TempDir(), "d")
 	ctx, cancel := context.WithCancel(t.Context())
 	var out, errb bytes.Buffer

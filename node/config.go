@@ -46,6 +46,10 @@ type Config struct {
 	// second across sessions and bytes per relayed pair. Zero means 1 MiB/s
 	// and 1 GiB.
 	BudgetRate, BudgetBytes int64
+	// RelayOnly never sends our addresses to peers nor probes theirs:
+	// every session goes through a supernode, which hides our IP address
+	// from contacts (at the cost of relay latency).
+	RelayOnly bool
 	// Transport tunes the sessions; nil means the transport's defaults.
 	// Its PrivateKey and AcceptPeer are set by the Node.
 	Transport *transport.Config

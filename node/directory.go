@@ -262,6 +262,10 @@ func (n *Node) Contacts(ctx context.Context) (list []Contact, cached bool, err e
 
 // refreshContacts reads the contact list from the server into the cache.
 func (n *Node) refreshContacts(ctx context.Context) error {
+	// One refresh at a time, so that a list read earlier never overwrites
+	// one read later.
+	n.refreshMu.Lock()
+	defer n.refreshMu.Unlock()
 	dc, err := n.dirClient()
 	if err != nil {
 		return err
@@ -464,6 +468,11 @@ func (n *Node) syncWithServer(ctx context.Context, dc *client.Client) {
 	if err := n.refreshContacts(ctx); err != nil && ctx.Err() == nil {
 		n.log.Warn("refresh contacts", "err", err)
 	}
+	select {
+	case n.snWake <- struct{}{}:
+	default:
+	}
+	n.measureSupernodes(ctx, dc)
 }
 
 func (n *Node) handleEvent(ctx context.Context, ev client.Event) {
@@ -593,7 +602,10 @@ func (n *Node) discover(ctx context.Context, dc *client.Client) {
 		n.repunchAll()
 	}
 	eps := make([]string, 0, len(cands))
-	for _, c := range cands {
+	n.mu.Lock()
+	offered := n.offeredCandidatesLocked()
+	n.mu.Unlock()
+	for _, c := range offered {
 		eps = append(eps, c.String())
 	}
 	if len(eps) > 16 {
@@ -659,5 +671,9 @@ func (n *Node) refreshLoop(ctx context.Context) {
 			dc = nil // STUN may still answer; the server will hear on reconnect
 		}
 		n.discover(ctx, dc)
+		if dc != nil {
+			n.measureSupernodes(ctx, dc)
+			n.retryDirect()
+		}
 	}
 }

@@ -67,6 +67,7 @@ type world struct {
 	w        *natlab.World
 	internet *natlab.Network
 	stunAddr netip.AddrPort
+	stunAlt  netip.AddrPort
 	dir      *directory.Server
 	http     *httptest.Server
 	nats     int
@@ -93,7 +94,33 @@ func newWorld(t *testing.T) *world {
 		(&stun.Server{Primary: p, Alt: a}).Serve(ctx)
 	}()
 	t.Cleanup(func() { cancel(); p.Close(); a.Close(); <-done })
-	wd := &world{t: t, w: w, internet: inet, stunAddr: netip.AddrPortFrom(sh.Addr(), 3478)}
+	wd := &world{t: t, w: w, internet: inet, stunAddr: netip.AddrPortFrom(sh.Addr(), 3478), stunAlt: netip.AddrPortFrom(sh.Addr(), 3479)}
+	wd.startServer(filepath.Join(t.TempDir(), "directory.db"))
+	return wd
+}
+
+// newLoopbackWorld is a world for daemons on real sockets: a STUN server
+// and the directory on 127.0.0.1, so that nothing leaves loopback.
+func newLoopbackWorld(t *testing.T) *world {
+	t.Helper()
+	var conns [2]net.PacketConn
+	for i := range conns {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&stun.Server{Primary: conns[0], Alt: conns[1]}).Serve(ctx)
+	}()
+	t.Cleanup(func() { cancel(); conns[0].Close(); conns[1].Close(); <-done })
+	wd := &world{t: t,
+		stunAddr: conns[0].LocalAddr().(*net.UDPAddr).AddrPort(),
+		stunAlt:  conns[1].LocalAddr().(*net.UDPAddr).AddrPort()}
 	wd.startServer(filepath.Join(t.TempDir(), "directory.db"))
 	return wd
 }
@@ -111,7 +138,9 @@ func (wd *world) startServer(path string) {
 		Argon2:       directory.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1},
 		NoRateLimits: true,
 		STUN:         wd.stunAddr.String(),
-		STUNAlt:      netip.AddrPortFrom(wd.stunAddr.Addr(), wd.stunAddr.Port()+1).String(),
+		STUNAlt:      wd.stunAlt.String(),
+		// Supernodes in tests live on loopback.
+		AllowPrivateSupernodes: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -167,17 +196,23 @@ type daemon struct {
 }
 
 func (wd *world) startNode(name, dir string, h *natlab.Host) *daemon {
+	return wd.startNodeConfig(name, node.Config{DataDir: dir, Listener: h, Supernode: "off"})
+}
+
+// startNodeConfig starts a node with cfg completed by the world's defaults.
+func (wd *world) startNodeConfig(name string, cfg node.Config) *daemon {
 	t := wd.t
 	t.Helper()
-	n, err := node.New(node.Config{
-		Server:          wd.http.URL,
-		DataDir:         dir,
-		Listener:        h,
-		DeviceName:      name,
-		Logger:          testLogger(t, name),
-		PunchTimeout:    5 * time.Second,
-		RefreshInterval: time.Hour,
-	})
+	cfg.Server = wd.http.URL
+	cfg.DeviceName = name
+	cfg.Logger = testLogger(t, name)
+	cfg.PunchTimeout = 5 * time.Second
+	cfg.RefreshInterval = time.Hour
+	if cfg.Listener == nil && cfg.ListenAddr == "" {
+		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	dir := cfg.DataDir
+	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,8 +67,11 @@ type Node struct {
 	wg      sync.WaitGroup // goroutines started by the node
 	loginC  chan struct{}  // wakes the event loop after login or logout (cap 1)
 	refresh chan struct{}  // asks for a contact-list refresh (cap 1)
+	snWake  chan struct{}  // the server connection came up: reconsider the supernode role (cap 1)
 	runOnce sync.Once
 	closeMu sync.Once
+
+	refreshMu sync.Mutex // serialises contact-list refreshes; taken before mu
 
 	stunMu   sync.Mutex // protects stunWait
 	stunWait map[stun.TxID]chan netip.AddrPort
@@ -76,23 +79,24 @@ type Node struct {
 	handlersMu sync.RWMutex // protects handlers
 	handlers   map[string]func(Peer, *transport.Stream)
 
-	mu         sync.Mutex // protects the fields below
-	server     string
-	dc         *client.Client // nil when logged out
-	username   string
-	contacts   []cachedContact
-	peers      map[transport.PublicKey]*peer
-	pairs      map[[8]byte]*peer
-	serverUp   bool
-	serverErr  string
-	streamStop context.CancelFunc // ends the current event stream
-	reflexive  netip.AddrPort
-	nat        string
-	candidates []netip.AddrPort
-	stunAddr   netip.AddrPort
-	stunAlt    netip.AddrPort
-	supernodes []cachedSupernode
-	closed     bool
+	mu           sync.Mutex // protects the fields below
+	server       string
+	dc           *client.Client // nil when logged out
+	username     string
+	contacts     []cachedContact
+	peers        map[transport.PublicKey]*peer
+	pairs        map[[8]byte]*peer
+	serverUp     bool
+	serverErr    string
+	streamStop   context.CancelFunc // ends the current event stream
+	reflexive    netip.AddrPort
+	nat          string
+	candidates   []netip.AddrPort
+	stunAddr     netip.AddrPort
+	stunAlt      netip.AddrPort
+	supernodes   []cachedSupernode
+	volunteering bool // registered as a supernode
+	closed       bool
 }
 
 // New prepares a daemon: it creates the data directory and the identity key
@@ -126,6 +130,7 @@ func New(cfg Config) (*Node, error) {
 		cancel:   cancel,
 		loginC:   make(chan struct{}, 1),
 		refresh:  make(chan struct{}, 1),
+		snWake:   make(chan struct{}, 1),
 		stunWait: make(map[stun.TxID]chan netip.AddrPort),
 		handlers: make(map[string]func(Peer, *transport.Stream)),
 		peers:    make(map[transport.PublicKey]*peer),
@@ -250,6 +255,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.goroutine(n.eventLoop)
 	n.goroutine(n.refreshLoop)
 	n.goroutine(n.contactRefresher)
+	n.goroutine(n.supernodeLoop)
 	select {
 	case <-ctx.Done():
 	case <-n.ctx.Done():

@@ -406,6 +406,15 @@ func (n *Node) Connect(ctx context.Context, username string) (*transport.Session
 	}
 }
 
+// offeredCandidatesLocked are the candidates we offer peers: none in
+// relay-only mode, which keeps our addresses from them.
+func (n *Node) offeredCandidatesLocked() []netip.AddrPort {
+	if n.cfg.RelayOnly {
+		return nil
+	}
+	return n.candidates
+}
+
 func addrStrings(as []netip.AddrPort) []string {
 	out := make([]string, 0, len(as))
 	for _, a := range as {
@@ -442,7 +451,8 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	ans := make(chan client.Event, 1)
 	n.mu.Lock()
 	p.answers[id] = ans
-	cands := n.candidates
+	cands := n.offeredCandidatesLocked()
+	rtts := n.rttVectorLocked()
 	dc, up := n.dc, n.serverUp
 	cached := parseCandidates([]string{p.lastDirect}, p.endpoints)
 	n.mu.Unlock()
@@ -452,15 +462,23 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 		n.mu.Unlock()
 	}()
 	var remote []netip.AddrPort
+	var peerRTTs []client.RTT
 	signalled := false
+	if len(rtts) == 0 {
+		n.ensureSupernodes(ctx)
+		n.mu.Lock()
+		rtts = n.rttVectorLocked()
+		n.mu.Unlock()
+	}
 	if dc != nil && up {
 		octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 		err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
-			Candidates: addrStrings(cands), RTTs: []client.RTT{}})
+			Candidates: addrStrings(cands), RTTs: rtts})
 		if err == nil {
 			select {
 			case ev := <-ans:
 				remote, signalled = parseCandidates(ev.Candidates), true
+				peerRTTs = ev.RTTs
 			case <-octx.Done():
 			}
 		}
@@ -475,59 +493,171 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	// Cached addresses may still work (the peer's NAT kept its mapping),
 	// and cost nothing to probe.
 	remote = parseCandidates(addrStrings(remote), addrStrings(cached))
-	if len(remote) == 0 {
-		return nil, fmt.Errorf("%w: no known address for the device", ErrNoPath)
+	if !signalled {
+		id = "" // no relay without the server: the peer would not hear of it
+		if len(remote) == 0 {
+			return nil, fmt.Errorf("%w: the directory server is unreachable and no address of the device is cached", ErrNoPath)
+		}
 	}
 	// Without signalling the peer does not know we are coming: we dial.
 	dialer := !signalled || keyLess(n.pub, p.key)
-	return n.establish(ctx, p, remote, dialer)
+	return n.establish(ctx, p, remote, dialer, peerRTTs, id)
 }
 
-// establish punches towards remote and opens the session: the dialer
-// sends the Noise initiation to the first address that answered a probe;
-// the other side keeps probing (opening its NAT towards the dialer) until
-// the session arrives.
-func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool) (*transport.Session, error) {
+// establish opens the session with p. The dialer races two paths: it
+// punches towards remote and, when a relay both sides measured is known
+// and the server answers, sets up a relay channel; it dials over whichever
+// is ready first. A session that starts relayed moves onto the direct path
+// when a probe is answered later, so the first bytes never wait for hole
+// punching. The other side probes (opening its NAT towards the dialer)
+// until the session arrives, by whatever path.
+func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool, peerRTTs []client.RTT, session string) (*transport.Session, error) {
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
-	if dialer {
-		addr, rtt, err := n.punch(pctx, p, remote)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("%w: none of %d candidates answered probes", ErrNoPath, len(remote))
-		}
-		n.log.Debug("punched", "device", p.key.Short(), "addr", addr, "rtt", rtt)
-		s, err := n.ep.Dial(pctx, addr, p.key)
-		if err != nil {
-			return nil, fmt.Errorf("handshake with %v: %w", addr, err)
-		}
-		return n.addSession(p, s, n.pub), nil
+	if n.cfg.RelayOnly {
+		remote = nil
 	}
-	punched := make(chan struct{})
-	go func() {
-		defer close(punched)
-		n.punch(pctx, p, remote)
-	}()
-	defer func() { cancel(); <-punched }()
-	for {
-		n.mu.Lock()
-		s := p.liveLocked()
-		ch := p.changed
-		n.mu.Unlock()
-		if s != nil {
-			return s, nil
+	if !dialer {
+		punched := make(chan struct{})
+		go func() {
+			defer close(punched)
+			if len(remote) > 0 {
+				n.punch(pctx, p, remote)
+			}
+		}()
+		defer func() { cancel(); <-punched }()
+		for {
+			n.mu.Lock()
+			s := p.liveLocked()
+			ch := p.changed
+			n.mu.Unlock()
+			if s != nil {
+				if n.mux.IsVirtual(s.CurrentPath().Remote) {
+					n.setWhy(p, n.relayedWhy(remote, nil))
+				}
+				return s, nil
+			}
+			select {
+			case <-ch:
+			case <-pctx.Done():
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				return nil, fmt.Errorf("%w: the peer's handshake did not arrive", ErrNoPath)
+			}
 		}
+	}
+
+	// The punch may outlive this call (to upgrade a relayed session), so
+	// it runs on the node's context with its own deadline.
+	results := make(chan pathResult, 2)
+	pending := 0
+	if len(remote) > 0 {
+		pending++
+		n.goroutine(func(nctx context.Context) {
+			bctx, bcancel := context.WithTimeout(nctx, n.cfg.punchTimeout())
+			defer bcancel()
+			addr, _, err := n.punch(bctx, p, remote)
+			if err != nil {
+				err = fmt.Errorf("none of %d candidates answered probes", len(remote))
+			}
+			results <- pathResult{addr: addr, err: err}
+		})
+	}
+	n.mu.Lock()
+	sn, haveRelay := chooseRelay(n.supernodes, peerRTTs, p.key)
+	haveRelay = haveRelay && n.dc != nil && n.serverUp && session != ""
+	n.mu.Unlock()
+	if haveRelay {
+		pending++
+		go func() {
+			addr, err := n.relayPath(pctx, p, sn, session)
+			results <- pathResult{addr: addr, relayed: true, err: err}
+		}()
+	}
+	if pending == 0 {
+		return nil, fmt.Errorf("%w: no candidates to probe and no relay", ErrNoPath)
+	}
+	var errs []error
+	for pending > 0 {
+		var r pathResult
 		select {
-		case <-ch:
+		case r = <-results:
 		case <-pctx.Done():
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("%w: the peer's handshake did not arrive", ErrNoPath)
+			r.err = pctx.Err()
 		}
+		pending--
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
+		}
+		s, err := n.ep.Dial(pctx, r.addr, p.key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("handshake with %v: %w", r.addr, err))
+			continue
+		}
+		s = n.addSession(p, s, n.pub)
+		if r.relayed {
+			n.setWhy(p, n.relayedWhy(remote, errs))
+			if pending > 0 && len(remote) > 0 {
+				n.goroutine(func(nctx context.Context) { n.upgradeWhenPunched(nctx, p, s, results) })
+			}
+		}
+		// Drain the relay attempt if the direct path won.
+		if pending > 0 && !r.relayed && haveRelay {
+			go func() { <-results }()
+		}
+		return s, nil
 	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, fmt.Errorf("%w: %w", ErrNoPath, errors.Join(errs...))
+}
+
+// pathResult is a path attempt's outcome: a punched address or a relay
+// channel's virtual address.
+type pathResult struct {
+	addr    netip.AddrPort
+	relayed bool
+	err     error
+}
+
+// upgradeWhenPunched moves a relayed session onto the direct path when the
+// punch still running for it succeeds.
+func (n *Node) upgradeWhenPunched(ctx context.Context, p *peer, s *transport.Session, results <-chan pathResult) {
+	var r pathResult
+	select {
+	case r = <-results:
+	case <-ctx.Done():
+		return
+	}
+	if r.err != nil || r.relayed {
+		if r.err != nil {
+			n.setWhy(p, r.err.Error())
+		}
+		return
+	}
+	n.moveTo(ctx, p, s, r.addr)
+}
+
+// relayedWhy explains why a session is relayed.
+func (n *Node) relayedWhy(remote []netip.AddrPort, errs []error) string {
+	switch {
+	case n.cfg.RelayOnly:
+		return "relay-only mode: this device does not share its addresses"
+	case len(remote) == 0:
+		return "no direct candidates: the peer shares no addresses, or none are known"
+	case len(errs) > 0:
+		return errs[0].Error()
+	}
+	return "direct probes not answered yet"
+}
+
+func (n *Node) setWhy(p *peer, why string) {
+	n.mu.Lock()
+	p.why = why
+	n.mu.Unlock()
 }
 
 // handleOffer answers an offer from a contact's device and takes its side
@@ -565,11 +695,17 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		}
 		return
 	case "offer":
+		if ev.Relay != nil && len(ev.Ticket) > 0 {
+			n.bindRelay(ctx, p, ev)
+			return
+		}
 	default:
 		return
 	}
+	n.ensureSupernodes(ctx)
 	n.mu.Lock()
-	cands := n.candidates
+	cands := n.offeredCandidatesLocked()
+	rtts := n.rttVectorLocked()
 	dc := n.dc
 	cur := p.liveLocked()
 	connecting := p.connecting
@@ -578,7 +714,7 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		return
 	}
 	if err := dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "answer", Session: ev.Session,
-		Candidates: addrStrings(cands), RTTs: []client.RTT{}}); err != nil {
+		Candidates: addrStrings(cands), RTTs: rtts}); err != nil {
 		n.log.Info("answer offer", "device", key.Short(), "err", err)
 		return
 	}
@@ -590,15 +726,17 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 	case connecting != nil:
 		// Our own connect runs (crossing offers); it dials or waits, and
 		// our probes help it through our NAT.
-		pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
-		n.punch(pctx, p, remote)
-		cancel()
+		if !n.cfg.RelayOnly {
+			pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+			n.punch(pctx, p, remote)
+			cancel()
+		}
 	default:
 		ch := make(chan struct{})
 		n.mu.Lock()
 		p.connecting = ch
 		n.mu.Unlock()
-		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key))
+		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key), ev.RTTs, ev.Session)
 		n.mu.Lock()
 		if p.connecting == ch {
 			p.connecting = nil
@@ -617,17 +755,37 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 // movePath punches towards remote and moves s to the path that answers if
 // it differs from the one s uses.
 func (n *Node) movePath(ctx context.Context, p *peer, s *transport.Session, remote []netip.AddrPort) {
+	if n.cfg.RelayOnly || len(remote) == 0 {
+		return
+	}
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
 	addr, _, err := n.punch(pctx, p, remote)
-	if err != nil || addr == s.CurrentPath().Remote {
+	if err != nil {
+		if n.mux.IsVirtual(s.CurrentPath().Remote) {
+			n.setWhy(p, fmt.Sprintf("none of %d candidates answered probes", len(remote)))
+		}
 		return
 	}
-	if err := s.MovePath(pctx, addr); err != nil {
+	n.moveTo(ctx, p, s, addr)
+}
+
+// moveTo moves s onto addr (Session.MovePath validates it first).
+func (n *Node) moveTo(ctx context.Context, p *peer, s *transport.Session, addr netip.AddrPort) {
+	if addr == s.CurrentPath().Remote {
+		return
+	}
+	mctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+	defer cancel()
+	if err := s.MovePath(mctx, addr); err != nil {
 		n.log.Info("move path", "device", p.key.Short(), "addr", addr, "err", err)
 		return
 	}
 	n.log.Info("moved session", "device", p.key.Short(), "addr", addr)
+	if !n.mux.IsVirtual(addr) {
+		n.setWhy(p, "")
+		n.st.setLastDirect(ctx, p.key, addr.String())
+	}
 	n.reportPath(p, s)
 }
 
@@ -641,42 +799,54 @@ func (n *Node) repunchAll() {
 			ps = append(ps, p)
 		}
 	}
-	dc, up := n.dc, n.serverUp
-	cands := n.candidates
 	n.mu.Unlock()
-	if dc == nil || !up {
-		return // keepalives from the new mapping will reach public peers anyway
-	}
 	for _, p := range ps {
-		n.goroutine(func(ctx context.Context) {
-			id := randomID()
-			ans := make(chan client.Event, 1)
-			n.mu.Lock()
-			p.answers[id] = ans
-			n.mu.Unlock()
-			defer func() {
-				n.mu.Lock()
-				delete(p.answers, id)
-				n.mu.Unlock()
-			}()
-			octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
-			defer cancel()
-			if err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
-				Candidates: addrStrings(cands), RTTs: []client.RTT{}}); err != nil {
-				return
-			}
-			select {
-			case ev := <-ans:
-				n.mu.Lock()
-				s := p.liveLocked()
-				n.mu.Unlock()
-				if s != nil {
-					n.movePath(ctx, p, s, parseCandidates(ev.Candidates))
-				}
-			case <-octx.Done():
-			}
-		})
+		n.repunchPeer(p)
 	}
+}
+
+// repunchPeer sends p an offer with our candidates over the server and,
+// when it answers, punches with it and moves the session to the path that
+// answers (the peer, receiving an offer while it has a session, does the
+// same). Without the server there is no re-punch: keepalives from a new
+// mapping still reach a peer that is public or behind a full cone.
+func (n *Node) repunchPeer(p *peer) {
+	n.mu.Lock()
+	dc, up := n.dc, n.serverUp
+	cands := n.offeredCandidatesLocked()
+	rtts := n.rttVectorLocked()
+	n.mu.Unlock()
+	if dc == nil || !up || n.cfg.RelayOnly {
+		return
+	}
+	n.goroutine(func(ctx context.Context) {
+		id := randomID()
+		ans := make(chan client.Event, 1)
+		n.mu.Lock()
+		p.answers[id] = ans
+		n.mu.Unlock()
+		defer func() {
+			n.mu.Lock()
+			delete(p.answers, id)
+			n.mu.Unlock()
+		}()
+		octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+		defer cancel()
+		if err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
+			Candidates: addrStrings(cands), RTTs: rtts}); err != nil {
+			return
+		}
+		select {
+		case ev := <-ans:
+			n.mu.Lock()
+			s := p.liveLocked()
+			n.mu.Unlock()
+			if s != nil {
+				n.movePath(ctx, p, s, parseCandidates(ev.Candidates))
+			}
+		case <-octx.Done():
+		}
+	})
 }
 
 // punch is one run of probing towards a peer's candidates.

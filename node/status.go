@@ -7,16 +7,27 @@ import (
 
 // Status is the daemon's state as `parley status` shows it.
 type Status struct {
-	Device      string          `json:"device"` // public key
-	Username    string          `json:"username,omitempty"`
-	Server      string          `json:"server,omitempty"`
-	ServerUp    bool            `json:"server_up"`
-	ServerError string          `json:"server_error,omitempty"`
-	LocalAddr   string          `json:"local_addr"`
-	Reflexive   string          `json:"reflexive,omitempty"`
-	NAT         string          `json:"nat"` // public, endpoint-independent, symmetric, unknown
-	Candidates  []string        `json:"candidates,omitempty"`
-	Contacts    []ContactStatus `json:"contacts"`
+	Device      string   `json:"device"` // public key
+	Username    string   `json:"username,omitempty"`
+	Server      string   `json:"server,omitempty"`
+	ServerUp    bool     `json:"server_up"`
+	ServerError string   `json:"server_error,omitempty"`
+	LocalAddr   string   `json:"local_addr"`
+	Reflexive   string   `json:"reflexive,omitempty"`
+	NAT         string   `json:"nat"` // public, endpoint-independent, symmetric, unknown
+	Candidates  []string `json:"candidates,omitempty"`
+	// Supernode is true while this device volunteers as a relay.
+	Supernode bool `json:"supernode"`
+	// Supernodes are the relays measured, nearest first.
+	Supernodes []SupernodeStatus `json:"supernodes,omitempty"`
+	Contacts   []ContactStatus   `json:"contacts"`
+}
+
+// SupernodeStatus is one measured relay.
+type SupernodeStatus struct {
+	Device string        `json:"device"`
+	Addr   string        `json:"addr"`
+	RTT    time.Duration `json:"rtt"`
 }
 
 // ContactStatus explains the path to one contact.
@@ -55,6 +66,10 @@ func (n *Node) Status() Status {
 	}
 	if n.reflexive.IsValid() {
 		st.Reflexive = n.reflexive.String()
+	}
+	st.Supernode = n.volunteering
+	for _, sn := range n.supernodes {
+		st.Supernodes = append(st.Supernodes, SupernodeStatus{Device: sn.Key.String(), Addr: sn.Addr, RTT: sn.RTT})
 	}
 	for _, c := range n.contacts {
 		cs := ContactStatus{Username: c.Username, State: c.State, Path: "none", NAT: st.NAT, PeerNAT: "unknown"}

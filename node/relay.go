@@ -1,0 +1,300 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/parley-p2p/parley/directory/client"
+	"github.com/parley-p2p/parley/relay"
+	"github.com/parley-p2p/parley/transport"
+)
+
+// This file is the node's use of supernodes: measuring them, choosing the
+// relay for a pair, setting up a relayed path, and volunteering as one.
+
+// measureSupernodes reads the candidate relays from the server and measures
+// our RTT to each (relay PING over the shared socket), caching the result
+// for offers and for reconnecting while the server is down.
+func (n *Node) measureSupernodes(ctx context.Context, dc *client.Client) {
+	list, err := dc.Supernodes(ctx)
+	if err != nil {
+		n.log.Debug("list supernodes", "err", err)
+		return
+	}
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		out []cachedSupernode
+	)
+	for _, sn := range list {
+		addr, err := netip.ParseAddrPort(sn.Addr)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			rtt, err := n.rc.Ping(pctx, addr)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			out = append(out, cachedSupernode{Key: transport.PublicKey(sn.Key), Addr: sn.Addr, RTT: rtt})
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := n.st.replaceSupernodes(ctx, out); err != nil {
+		n.log.Warn("save supernodes", "err", err)
+	}
+	if out, err = n.st.supernodes(ctx); err != nil { // sorted by RTT
+		return
+	}
+	n.mu.Lock()
+	n.supernodes = out
+	n.mu.Unlock()
+}
+
+// ensureSupernodes measures the supernodes if none is known (none was
+// listed when we last looked), so that a relay can carry a session being
+// set up if need be.
+func (n *Node) ensureSupernodes(ctx context.Context) {
+	n.mu.Lock()
+	dc, up, known := n.dc, n.serverUp, len(n.supernodes) > 0
+	n.mu.Unlock()
+	if dc != nil && up && !known {
+		n.measureSupernodes(ctx, dc)
+	}
+}
+
+// rttVector is our RTT to each measured supernode, for offers.
+func (n *Node) rttVectorLocked() []client.RTT {
+	v := []client.RTT{}
+	for _, sn := range n.supernodes {
+		if len(v) == 16 {
+			break
+		}
+		v = append(v, client.RTT{Relay: client.Key(sn.Key), MS: float64(sn.RTT) / float64(time.Millisecond)})
+	}
+	return v
+}
+
+// chooseRelay picks the supernode R minimising RTT(us,R) + RTT(R,peer)
+// from both RTT vectors: the end-to-end latency of the relayed path, not
+// the latency to whichever relay is nearest to one side. Without a relay
+// both sides measured, it picks our nearest. It never picks the peer.
+func chooseRelay(ours []cachedSupernode, theirs []client.RTT, peer transport.PublicKey) (cachedSupernode, bool) {
+	their := map[transport.PublicKey]float64{}
+	for _, r := range theirs {
+		their[transport.PublicKey(r.Relay)] = r.MS
+	}
+	best, bestCost, found := cachedSupernode{}, math.Inf(1), false
+	for _, sn := range ours {
+		if sn.Key == peer {
+			continue
+		}
+		ms, ok := their[sn.Key]
+		if !ok {
+			continue
+		}
+		if cost := float64(sn.RTT)/float64(time.Millisecond) + ms; cost < bestCost {
+			best, bestCost, found = sn, cost, true
+		}
+	}
+	if !found {
+		for _, sn := range ours { // sorted by our RTT
+			if sn.Key != peer {
+				return sn, true
+			}
+		}
+	}
+	return best, found
+}
+
+// relayPath sets up a relay channel to p through sn and returns the
+// channel's virtual address, which the transport dials like any other.
+// The peer learns the ticket through an offer and allocates its side.
+func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, session string) (netip.AddrPort, error) {
+	n.mu.Lock()
+	dc := n.dc
+	n.mu.Unlock()
+	if dc == nil {
+		return netip.AddrPort{}, ErrNotLoggedIn
+	}
+	tk, _, relayAddr, err := dc.Ticket(ctx, client.Key(p.key), client.Key(sn.Key))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("relay ticket: %w", err)
+	}
+	addr, err := netip.ParseAddrPort(relayAddr)
+	if err != nil {
+		addr, _ = netip.ParseAddrPort(sn.Addr)
+	}
+	ch, err := n.rc.Allocate(ctx, addr, 0, tk) // we requested the ticket: device A
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	relayKey := client.Key(sn.Key)
+	if err := dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: session,
+		Candidates: []string{}, RTTs: []client.RTT{}, Relay: &relayKey, Ticket: tk}); err != nil {
+		ch.Close()
+		return netip.AddrPort{}, fmt.Errorf("send relay offer: %w", err)
+	}
+	// Wait for the peer to bind its side, refreshing to learn of it.
+	wait := 100 * time.Millisecond
+	for !ch.PeerBound() {
+		select {
+		case <-ctx.Done():
+			ch.Close()
+			return netip.AddrPort{}, fmt.Errorf("the peer did not bind its side of relay %v: %w", addr, ctx.Err())
+		case <-time.After(wait):
+			wait = min(2*wait, time.Second)
+		}
+		if err := ch.Refresh(ctx); err != nil {
+			ch.Close()
+			return netip.AddrPort{}, err
+		}
+	}
+	return n.mux.VirtualAddr(ch), nil
+}
+
+// bindRelay allocates our side (device B) of a relay channel a peer
+// offered; its packets then surface through the Mux.
+func (n *Node) bindRelay(ctx context.Context, p *peer, ev client.Event) {
+	relayKey := transport.PublicKey(*ev.Relay)
+	n.mu.Lock()
+	var addr netip.AddrPort
+	for _, sn := range n.supernodes {
+		if sn.Key == relayKey {
+			addr, _ = netip.ParseAddrPort(sn.Addr)
+		}
+	}
+	dc := n.dc
+	n.mu.Unlock()
+	if !addr.IsValid() && dc != nil {
+		// Not measured by us: ask the server where it is.
+		if list, err := dc.Supernodes(ctx); err == nil {
+			for _, sn := range list {
+				if transport.PublicKey(sn.Key) == relayKey {
+					addr, _ = netip.ParseAddrPort(sn.Addr)
+				}
+			}
+		}
+	}
+	if !addr.IsValid() {
+		n.log.Info("relay offer for an unknown supernode", "device", p.key.Short(), "relay", relayKey.Short())
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+	defer cancel()
+	if _, err := n.rc.Allocate(actx, addr, 1, ev.Ticket); err != nil {
+		n.log.Info("bind relay", "relay", addr, "err", err)
+	}
+}
+
+// supernodeLoop volunteers this device as a supernode when the role is on,
+// or auto and the socket is public: it serves relay packets on the shared
+// socket, registers with the directory (which dials back to verify) and
+// reports its load at every refresh.
+func (n *Node) supernodeLoop(ctx context.Context) {
+	role := n.cfg.Supernode
+	if role == "" {
+		role = "auto"
+	}
+	if role == "off" {
+		return
+	}
+	var srv *relay.Server
+	var registered *client.Client
+	var last relay.Stats
+	lastAt := time.Now()
+	defer func() {
+		if srv != nil {
+			n.mux.ServeRelay(nil)
+		}
+	}()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.snWake:
+		case <-t.C:
+			t.Reset(min(n.cfg.refreshInterval(), time.Minute))
+		}
+		n.mu.Lock()
+		dc, up, nat, refl := n.dc, n.serverUp, n.nat, n.reflexive
+		cands := n.candidates
+		n.mu.Unlock()
+		if dc == nil || !up || (role == "auto" && nat != "public") {
+			continue
+		}
+		if srv == nil {
+			key, err := dc.ServerKey(ctx)
+			if err != nil {
+				continue
+			}
+			srv = relay.NewServer(relay.Config{DirectoryKey: key, Identity: n.pub, Logger: n.log.With("part", "supernode")}, n.pc)
+			n.mux.ServeRelay(srv)
+		}
+		if registered != dc {
+			addr := refl
+			if !addr.IsValid() && len(cands) > 0 {
+				addr = cands[0]
+			}
+			if !addr.IsValid() {
+				continue
+			}
+			rate, budget := n.cfg.BudgetRate, n.cfg.BudgetBytes
+			if rate <= 0 {
+				rate = 1 << 20
+			}
+			if budget <= 0 {
+				budget = 1 << 30
+			}
+			if _, err := dc.RegisterSupernode(ctx, addr.String(), rate, budget); err != nil {
+				n.log.Info("supernode registration", "addr", addr, "err", err)
+				continue
+			}
+			registered = dc
+			n.mu.Lock()
+			n.volunteering = true
+			n.mu.Unlock()
+			n.log.Info("volunteering as a supernode", "addr", addr)
+			continue
+		}
+		st := srv.Stats()
+		rate := float64(st.ForwardedBytes-last.ForwardedBytes) / time.Since(lastAt).Seconds()
+		last, lastAt = st, time.Now()
+		load := int(math.Min(100, 100*rate/float64(max(n.cfg.BudgetRate, 1<<20))))
+		if err := dc.ReportLoad(ctx, load, st.Allocations); err != nil {
+			var ae *client.Error
+			if errors.As(err, &ae) && ae.Code == "not_supernode" {
+				registered = nil // the server forgot us (restart, expiry): register again
+			}
+		}
+	}
+}
+
+// retryDirect re-punches with every peer whose session is relayed, moving
+// it onto a direct path if one answers now.
+func (n *Node) retryDirect() {
+	n.mu.Lock()
+	var relayed []*peer
+	for _, p := range n.peers {
+		if s := p.liveLocked(); s != nil && n.mux.IsVirtual(s.CurrentPath().Remote) {
+			relayed = append(relayed, p)
+		}
+	}
+	n.mu.Unlock()
+	for _, p := range relayed {
+		n.repunchPeer(p)
+	}
+}
