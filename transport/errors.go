@@ -24,6 +24,10 @@ var ErrDatagramTooLarge = errors.New("transport: datagram too large")
 // ApplicationErrorBase and above.
 type ErrorCode = wire.ErrorCode
 
+// ApplicationErrorBase is the first error code for applications' own
+// session close and stream reset codes.
+const ApplicationErrorBase = wire.ApplicationError
+
 // SessionError says why a session ended.
 type SessionError struct {
 	Code   ErrorCode
