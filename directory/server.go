@@ -76,6 +76,12 @@ type Config struct {
 	// default only global unicast addresses are dialled back, so the server
 	// cannot be used to probe private networks.
 	AllowPrivateSupernodes bool
+	// DialbackListener opens the UDP socket for dial-back probes; nil
+	// means a real socket. Tests on natlab pass a natlab host, so that the
+	// server can verify supernodes inside the emulated network.
+	DialbackListener interface {
+		ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error)
+	}
 	// DialbackTimeout bounds a supernode verification; zero means 3 s.
 	DialbackTimeout time.Duration
 	// SupernodeTTL is how long a supernode stays listed without a load

@@ -44,7 +44,13 @@ func (s *Server) verifyReachable(ctx context.Context, addr netip.AddrPort) error
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		network = "udp6"
 	}
-	pc, err := net.ListenUDP(network, nil)
+	var pc net.PacketConn
+	var err error
+	if s.cfg.DialbackListener != nil {
+		pc, err = s.cfg.DialbackListener.ListenPacket(ctx, network, ":0")
+	} else {
+		pc, err = net.ListenUDP(network, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("dial-back socket: %w", err)
 	}
@@ -56,7 +62,7 @@ func (s *Server) verifyReachable(ctx context.Context, addr netip.AddrPort) error
 	dst := net.UDPAddrFromAddrPort(addr)
 	buf := make([]byte, 64)
 	for time.Now().Before(deadline) {
-		if _, err := pc.WriteToUDP(probe[:], dst); err != nil {
+		if _, err := pc.WriteTo(probe[:], dst); err != nil {
 			return fmt.Errorf("dial-back send: %w", err)
 		}
 		next := time.Now().Add(500 * time.Millisecond)
@@ -65,7 +71,11 @@ func (s *Server) verifyReachable(ctx context.Context, addr netip.AddrPort) error
 		}
 		pc.SetReadDeadline(next)
 		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			n, a, err := pc.ReadFrom(buf)
+			var from netip.AddrPort
+			if ua, ok := a.(*net.UDPAddr); ok {
+				from = ua.AddrPort()
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
