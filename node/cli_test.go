@@ -96,10 +96,12 @@ func TestCLI(t *testing.T) {
 		t.Errorf("status before a session: %q", out)
 	}
 	roundTrip(t, a, "bob", []byte("hello over the CLI-made contact"))
-	out = mustParley(t, "status", "--data", a.DataDir())
-	if !strings.Contains(out, "bob: direct to ") || !strings.Contains(out, "NAT: ours public, theirs endpoint-independent") {
-		t.Errorf("status after a session: %q", out)
-	}
+	// The peers tell each other their NAT types on a stream of their own,
+	// which may land just after the echo.
+	waitFor(t, 10*time.Second, "status after a session to show a direct path and both NAT types", func() bool {
+		out = mustParley(t, "status", "--data", a.DataDir())
+		return strings.Contains(out, "bob: direct to ") && strings.Contains(out, "NAT: ours public, theirs endpoint-independent")
+	})
 
 	// Errors are one sentence with what to do.
 	code, _, errs := parley(t, "contacts", "add", "nobody", "--data", a.DataDir())

@@ -59,6 +59,8 @@ type peer struct {
 	connecting chan struct{} // non-nil while a connect runs; closed when it ends
 	answers    map[string]chan client.Event
 	punches    map[*punch]struct{}
+	opened     map[string]chan struct{} // per offer we answered: closed when the offerer says it opened
+	peerRTTs   []client.RTT             // the peer's RTTs to supernodes, from its last offer or answer
 	peerNAT    string // as the peer told us over infoService
 	why        string // why there is no direct session, for status
 }
@@ -72,7 +74,8 @@ type sess struct {
 
 func newPeer(n *Node, key transport.PublicKey, pairKey [32]byte, id [8]byte) *peer {
 	return &peer{n: n, key: key, pairKey: pairKey, pairID: id,
-		changed: make(chan struct{}), answers: map[string]chan client.Event{}, punches: map[*punch]struct{}{}}
+		changed: make(chan struct{}), answers: map[string]chan client.Event{}, punches: map[*punch]struct{}{},
+		opened: map[string]chan struct{}{}}
 }
 
 func (p *peer) signalLocked() {
@@ -501,7 +504,16 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	}
 	// Without signalling the peer does not know we are coming: we dial.
 	dialer := !signalled || keyLess(n.pub, p.key)
-	return n.establish(ctx, p, remote, dialer, peerRTTs, id)
+	n.mu.Lock()
+	opt := punchOpts{openTTLs: n.openTTLsLocked(!signalled)}
+	if signalled {
+		p.peerRTTs = peerRTTs
+	}
+	n.mu.Unlock()
+	if signalled {
+		opt.opened = n.sayOpened(dc, p, id)
+	}
+	return n.establish(ctx, p, remote, dialer, peerRTTs, id, opt)
 }
 
 // establish opens the session with p. The dialer races two paths: it
@@ -511,7 +523,7 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 // when a probe is answered later, so the first bytes never wait for hole
 // punching. The other side probes (opening its NAT towards the dialer)
 // until the session arrives, by whatever path.
-func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool, peerRTTs []client.RTT, session string) (*transport.Session, error) {
+func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool, peerRTTs []client.RTT, session string, opt punchOpts) (*transport.Session, error) {
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
 	if n.cfg.RelayOnly {
@@ -522,7 +534,7 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 		go func() {
 			defer close(punched)
 			if len(remote) > 0 {
-				n.punch(pctx, p, remote)
+				n.punch(pctx, p, remote, opt)
 			}
 		}()
 		defer func() { cancel(); <-punched }()
@@ -557,7 +569,7 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 		n.goroutine(func(nctx context.Context) {
 			bctx, bcancel := context.WithTimeout(nctx, n.cfg.punchTimeout())
 			defer bcancel()
-			addr, _, err := n.punch(bctx, p, remote)
+			addr, _, err := n.punch(bctx, p, remote, opt)
 			if err != nil {
 				err = fmt.Errorf("none of %d candidates answered probes", len(remote))
 			}
@@ -684,8 +696,14 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 	}
 	switch ev.Kind {
 	case "answer":
+		// An answer to our offer, or, for an offer we answered, the
+		// offerer saying it has opened its NAT (opener.go).
 		n.mu.Lock()
 		ch := p.answers[ev.Session]
+		if gate := p.opened[ev.Session]; ch == nil && gate != nil {
+			close(gate)
+			delete(p.opened, ev.Session)
+		}
 		n.mu.Unlock()
 		if ch != nil {
 			select {
@@ -703,32 +721,48 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		return
 	}
 	n.ensureSupernodes(ctx)
+	remote := parseCandidates(ev.Candidates)
+	gate := make(chan struct{})
 	n.mu.Lock()
 	cands := n.offeredCandidatesLocked()
 	rtts := n.rttVectorLocked()
 	dc := n.dc
 	cur := p.liveLocked()
 	connecting := p.connecting
+	ttls := n.openTTLsLocked(true)
+	p.opened[ev.Session] = gate
+	p.peerRTTs = ev.RTTs
 	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(p.opened, ev.Session)
+		n.mu.Unlock()
+	}()
 	if dc == nil {
 		return
+	}
+	// Open our NAT towards the offerer before the answer tells it to
+	// probe us (opener.go).
+	if !n.cfg.RelayOnly && len(ttls) > 0 {
+		n.sendOpeners(p, nil, remote, ttls)
 	}
 	if err := dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "answer", Session: ev.Session,
 		Candidates: addrStrings(cands), RTTs: rtts}); err != nil {
 		n.log.Info("answer offer", "device", key.Short(), "err", err)
 		return
 	}
-	remote := parseCandidates(ev.Candidates)
+	opt := punchOpts{gate: gate}
 	switch {
 	case cur != nil:
-		// The peer re-punches: its NAT mapping changed.
-		n.movePath(ctx, p, cur, remote)
+		// The peer re-punches: its NAT mapping changed, or it retries a
+		// direct path for a relayed session.
+		n.movePath(ctx, p, cur, remote, opt)
 	case connecting != nil:
 		// Our own connect runs (crossing offers); it dials or waits, and
 		// our probes help it through our NAT.
 		if !n.cfg.RelayOnly {
 			pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
-			n.punch(pctx, p, remote)
+			n.punch(pctx, p, remote, opt)
 			cancel()
 		}
 	default:
@@ -736,7 +770,7 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		n.mu.Lock()
 		p.connecting = ch
 		n.mu.Unlock()
-		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key), ev.RTTs, ev.Session)
+		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key), ev.RTTs, ev.Session, opt)
 		n.mu.Lock()
 		if p.connecting == ch {
 			p.connecting = nil
@@ -752,15 +786,28 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 	}
 }
 
+// sayOpened returns a function that tells p, through the server, that we
+// have sent our openers for the offer session (an "answer" to its answer).
+func (n *Node) sayOpened(dc *client.Client, p *peer, session string) func() {
+	return func() {
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		defer cancel()
+		if err := dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "answer", Session: session,
+			Candidates: []string{}, RTTs: []client.RTT{}}); err != nil {
+			n.log.Debug("say opened", "device", p.key.Short(), "err", err)
+		}
+	}
+}
+
 // movePath punches towards remote and moves s to the path that answers if
 // it differs from the one s uses.
-func (n *Node) movePath(ctx context.Context, p *peer, s *transport.Session, remote []netip.AddrPort) {
+func (n *Node) movePath(ctx context.Context, p *peer, s *transport.Session, remote []netip.AddrPort, opt punchOpts) {
 	if n.cfg.RelayOnly || len(remote) == 0 {
 		return
 	}
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
-	addr, _, err := n.punch(pctx, p, remote)
+	addr, _, err := n.punch(pctx, p, remote, opt)
 	if err != nil {
 		if n.mux.IsVirtual(s.CurrentPath().Remote) {
 			n.setWhy(p, fmt.Sprintf("none of %d candidates answered probes", len(remote)))
@@ -840,9 +887,11 @@ func (n *Node) repunchPeer(p *peer) {
 		case ev := <-ans:
 			n.mu.Lock()
 			s := p.liveLocked()
+			p.peerRTTs = ev.RTTs
+			opt := punchOpts{openTTLs: n.openTTLsLocked(false), opened: n.sayOpened(dc, p, id)}
 			n.mu.Unlock()
 			if s != nil {
-				n.movePath(ctx, p, s, parseCandidates(ev.Candidates))
+				n.movePath(ctx, p, s, parseCandidates(ev.Candidates), opt)
 			}
 		case <-octx.Done():
 		}
@@ -854,6 +903,8 @@ type punch struct {
 	p      *peer
 	result chan punchResult // the first answered probe (cap 1)
 	added  chan struct{}    // a new address was learnt (cap 1)
+	heard  chan struct{}    // closed at the first authenticated ping from the peer
+	once   sync.Once        // closes heard
 
 	mu    sync.Mutex // protects the fields below
 	addrs []netip.AddrPort
@@ -865,8 +916,28 @@ type punchResult struct {
 	rtt  time.Duration
 }
 
+// punchOpts say how a punch opens (openers, in opener.go) before probing.
+type punchOpts struct {
+	// openTTLs are the TTLs of the openers sent to every candidate before
+	// the first probe; none when our address is public.
+	openTTLs []int
+	// opened, if set, runs (on its own goroutine) once the openers are
+	// out: the offerer tells the answerer.
+	opened func()
+	// gate, if set, holds back our probes until it is closed (the peer
+	// said it opened), the peer's first probe arrives, or openerWait
+	// passes. The answerer of an offer waits so; it still answers the
+	// peer's probes at once.
+	gate <-chan struct{}
+}
+
+// openerWait bounds how long the answerer of an offer waits for the
+// offerer to open before it probes anyway.
+const openerWait = time.Second
+
 // addAddr adds a peer address learnt from an authenticated probe.
 func (pu *punch) addAddr(a netip.AddrPort) {
+	pu.once.Do(func() { close(pu.heard) })
 	pu.mu.Lock()
 	for _, b := range pu.addrs {
 		if a == b {
@@ -882,12 +953,46 @@ func (pu *punch) addAddr(a netip.AddrPort) {
 	}
 }
 
+// openTTLsLocked are the opener TTLs for our side: none with a public
+// address (no NAT to open), the first opener's when we open first.
+func (n *Node) openTTLsLocked(first bool) []int {
+	if n.nat == "public" {
+		return nil
+	}
+	if first {
+		return []int{openerTTLFirst}
+	}
+	return []int{openerTTLFirst, openerTTLSecond}
+}
+
+// sendOpeners sends one opener per TTL to each of remote. Openers are
+// ordinary pings: where one does arrive (a peer without a NAT, or one
+// further away than its TTL guessed) it is answered like any probe.
+func (n *Node) sendOpeners(p *peer, pu *punch, remote []netip.AddrPort, ttls []int) {
+	var buf [probeSize]byte
+	for _, ttl := range ttls {
+		for _, a := range remote {
+			var pr probe
+			pr.Type, pr.Pair = probeTypePing, p.pairID
+			rand.Read(pr.Tx[:])
+			if pu != nil {
+				pu.mu.Lock()
+				pu.sent[pr.Tx] = time.Now()
+				pu.mu.Unlock()
+			}
+			if err := writeTTL(n.pc, appendProbe(buf[:0], pr, &p.pairKey, n.pub), a, ttl); err != nil {
+				n.log.Debug("opener", "to", a, "ttl", ttl, "err", err)
+			}
+		}
+	}
+}
+
 // punch probes remote until a probe is answered, and returns where the
 // answer came from — which, behind a NAT that remapped (the Linux clash),
 // is not necessarily any announced candidate. Probes from the peer teach
 // it more addresses to probe.
-func (n *Node) punch(ctx context.Context, p *peer, remote []netip.AddrPort) (netip.AddrPort, time.Duration, error) {
-	pu := &punch{p: p, result: make(chan punchResult, 1), added: make(chan struct{}, 1),
+func (n *Node) punch(ctx context.Context, p *peer, remote []netip.AddrPort, opt punchOpts) (netip.AddrPort, time.Duration, error) {
+	pu := &punch{p: p, result: make(chan punchResult, 1), added: make(chan struct{}, 1), heard: make(chan struct{}),
 		addrs: append([]netip.AddrPort(nil), remote...), sent: map[[8]byte]time.Time{}}
 	n.mu.Lock()
 	p.punches[pu] = struct{}{}
@@ -897,6 +1002,27 @@ func (n *Node) punch(ctx context.Context, p *peer, remote []netip.AddrPort) (net
 		delete(p.punches, pu)
 		n.mu.Unlock()
 	}()
+	if len(opt.openTTLs) > 0 {
+		n.sendOpeners(p, pu, remote, opt.openTTLs)
+	}
+	if opt.opened != nil {
+		n.goroutine(func(context.Context) { opt.opened() })
+	}
+	if opt.gate != nil {
+		wait := time.NewTimer(openerWait)
+		select {
+		case <-opt.gate:
+		case <-pu.heard:
+		case <-wait.C:
+		case r := <-pu.result:
+			wait.Stop()
+			return r.addr, r.rtt, nil
+		case <-ctx.Done():
+			wait.Stop()
+			return netip.AddrPort{}, 0, ctx.Err()
+		}
+		wait.Stop()
+	}
 	interval := 100 * time.Millisecond
 	t := time.NewTimer(0)
 	defer t.Stop()
