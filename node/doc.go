@@ -28,7 +28,21 @@
 //
 // Linux NATs clash (see package lab): a probe arriving before the far side
 // has sent creates a conntrack entry that makes the far router map the far
-// side's own probe to a new, random port. So probes are accepted from any
+// side's own probe to a new, random port. So each NATed side first sends
+// "openers" (opener.go), probes with IP TTL 2 or 3 that open its own NAT and
+// die before the far one, and signalling orders the exchange:
+//
+//	offerer                        server                       answerer
+//	offer(candidates) ───────────────▶──────────────────────────────▶
+//	                                          openers, TTL 2 ──▶ (die)
+//	◀────────────────────────────────◀──────────── answer(candidates)
+//	openers, TTL 2 and 3 ──▶ (die)
+//	"opened" (an answer to the answer) ──▶──────────────────────────▶
+//	probes ────────────────────────────────────────▶ answered at once
+//	       ◀──── probes, after "opened", the first probe, or 1 s
+//
+// A side with a public address sends no openers (it has no NAT to open, and
+// its opener would reach the far NAT). Probes are still accepted from any
 // address and answered there, the address a probe came from becomes a
 // candidate to probe, and the path is whatever address answered — not
 // necessarily any that was announced.

@@ -61,8 +61,8 @@ type peer struct {
 	punches    map[*punch]struct{}
 	opened     map[string]chan struct{} // per offer we answered: closed when the offerer says it opened
 	peerRTTs   []client.RTT             // the peer's RTTs to supernodes, from its last offer or answer
-	peerNAT    string // as the peer told us over infoService
-	why        string // why there is no direct session, for status
+	peerNAT    string                   // as the peer told us over infoService
+	why        string                   // why there is no direct session, for status
 }
 
 // sess is one session of a pair and who started it.
