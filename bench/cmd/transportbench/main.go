@@ -43,7 +43,12 @@ func run() int {
 	loopback := flag.Bool("loopback", true, "run the loopback and time-to-first-byte sections")
 	grid := flag.Bool("grid", true, "run the natlab grid")
 	dur := flag.Duration("duration", 0, "length of each loopback figure (default 10s, 1s with --quick)")
+	from := flag.String("report", "", "measure nothing: print (and plot) the JSON report in this file")
 	flag.Parse()
+
+	if *from != "" {
+		return replay(*from, *asJSON, *plot)
+	}
 
 	o := transportbench.DefaultOptions()
 	if *quick {
@@ -145,4 +150,33 @@ func gridChild(out string) {
 		}
 	}
 	testing.Main(regexp.MatchString, []testing.InternalTest{{Name: "TestGrid", F: test}}, nil, nil)
+}
+
+// replay prints and plots a report saved with --json.
+func replay(path string, asJSON bool, plot string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "transportbench: %v\n", err)
+		return 1
+	}
+	var r transportbench.Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		fmt.Fprintf(os.Stderr, "transportbench: %s: %v\n", path, err)
+		return 1
+	}
+	r.Evaluate()
+	if plot != "" {
+		if err := transportbench.PlotGrid(r.Grid, plot); err != nil {
+			fmt.Fprintf(os.Stderr, "transportbench: plot: %v\n", err)
+			return 1
+		}
+	}
+	if asJSON {
+		e := json.NewEncoder(os.Stdout)
+		e.SetIndent("", "  ")
+		e.Encode(&r)
+		return 0
+	}
+	r.WriteText(os.Stdout)
+	return 0
 }
