@@ -23,7 +23,7 @@ var seriesStyle = map[string]struct {
 	c    color.Color
 	dash []vg.Length
 }{
-	NameParley:         {color.RGBA{R: 0x1f, G: 0x5f, B: 0xbf, A: 0xff}, nil},
+	NameParleyGrid:     {color.RGBA{R: 0x1f, G: 0x5f, B: 0xbf, A: 0xff}, nil},
 	NameParleyGrid1452: {color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, []vg.Length{vg.Points(2), vg.Points(2)}},
 	NameQUIC:           {color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}, []vg.Length{vg.Points(6), vg.Points(3)}},
 }
@@ -58,11 +58,12 @@ func PlotGrid(results []GridResult, path string) error {
 		p.X.Min, p.X.Max = -0.2, float64(len(gridLosses)-1)+0.2
 		p.Y.Min, p.Y.Max = 0, 100
 		p.Add(plotter.NewGrid())
-		// Bottom left: every line starts near the top at 0 % loss.
+		// Right, a third of the way up: Parley's lines stay above
+		// it and quic-go's fall below it before 2 % loss.
 		p.Legend.Top = false
-		p.Legend.Left = true
-		p.Legend.XOffs = vg.Millimeter * 3
-		p.Legend.YOffs = vg.Millimeter * 3
+		p.Legend.Left = false
+		p.Legend.XOffs = -vg.Millimeter * 3
+		p.Legend.YOffs = vg.Inch * 1.1
 		for _, name := range names {
 			var pts plotter.XYs
 			for j, l := range gridLosses {
