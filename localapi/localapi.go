@@ -14,6 +14,8 @@
 //	POST   /v1/contacts/{name}/{op}  op: add, accept, decline, block, unblock
 //	DELETE /v1/contacts/{name}
 //	GET    /v1/status                → node.Status
+//
+// and the applications' routes listed in apps.go.
 package localapi
 
 import (
@@ -109,6 +111,7 @@ func peerUID(c *net.UnixConn) (int, bool) {
 // Server serves the local API for a node.
 type Server struct {
 	Node   *node.Node
+	Apps   *node.Apps   // nil: the application routes answer with an error
 	Logger *slog.Logger // nil discards
 }
 
@@ -202,6 +205,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, nil, n.Status())
 	})
+	s.appRoutes(mux)
 	return mux
 }
 
