@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/parley-p2p/parley/localapi"
 	"github.com/parley-p2p/parley/node"
+	"github.com/parley-p2p/parley/web"
 )
 
 type upOptions struct {
 	server, data, listen, logLevel string
+	web                            string
 	supernode                      string
 	budgetRate, budgetBytes        int64
 }
@@ -44,6 +47,7 @@ directory, so several daemons can run side by side with different --data.`,
 	f.Int64Var(&o.budgetRate, "budget-rate", 1<<20, "supernode: bytes per second relayed across sessions")
 	f.Int64Var(&o.budgetBytes, "budget-bytes", 1<<30, "supernode: bytes relayed per pair of peers")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.web, "web", "127.0.0.1:0", `local web UI address, on loopback only ("off" to disable)`)
 	return cmd
 }
 
@@ -78,24 +82,51 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	apps, err := n.EnableApps(node.AppsConfig{})
+	if err != nil {
+		n.Close()
+		return err
+	}
 	ln, err := localapi.Listen(dir)
 	if err != nil {
 		n.Close()
 		return err
 	}
+	var webLn net.Listener
+	var token string
+	if o.web != "off" {
+		if token, err = web.LoadToken(dir); err == nil {
+			webLn, err = web.Listen(o.web)
+		}
+		if err != nil {
+			ln.Close()
+			n.Close()
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "parley daemon up: device %s, UDP %s, data %s\n", n.PublicKey(), n.LocalAddr(), dir)
+	if webLn != nil {
+		fmt.Fprintf(stdout, "web UI: %s\n", web.URL(webLn, token))
+	}
 	if n.Status().Username == "" {
 		fmt.Fprintf(stdout, "not logged in yet: run `parley login NAME` or `parley register NAME` (with --data %s)\n", dir)
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	apiDone := make(chan error, 1)
-	go func() { apiDone <- (&localapi.Server{Node: n, Logger: log}).Serve(ctx, ln) }()
+	go func() { apiDone <- (&localapi.Server{Node: n, Apps: apps, Logger: log}).Serve(ctx, ln) }()
+	webDone := make(chan error, 1)
+	if webLn != nil {
+		go func() { webDone <- (&web.Server{Node: n, Apps: apps, Token: token, Logger: log}).Serve(ctx, webLn) }()
+	} else {
+		webDone <- nil
+	}
 	err = n.Run(ctx)
 	stop()
 	if aerr := <-apiDone; err == nil && aerr != nil && !errors.Is(aerr, context.Canceled) {
 		err = aerr
 	}
+	<-webDone
 	return err
 }
 
