@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -71,6 +72,12 @@ type world struct {
 	dir      *directory.Server
 	http     *httptest.Server
 	nats     int
+
+	// In a synctest bubble (newSyncWorld) the directory is served over
+	// an in-memory listener instead of loopback TCP.
+	url  string
+	hc   *http.Client
+	link natlab.Link // every new host's and NAT's link
 }
 
 func newWorld(t *testing.T) *world {
@@ -175,7 +182,7 @@ func (wd *world) stopServer() {
 
 // publicHost is a host with a public address.
 func (wd *world) publicHost(name string) *natlab.Host {
-	return wd.w.NewHost(name, wd.internet, natlab.Link{})
+	return wd.w.NewHost(name, wd.internet, wd.link)
 }
 
 // natHost is a host behind its own NAT with the given mapping and
@@ -183,7 +190,7 @@ func (wd *world) publicHost(name string) *natlab.Host {
 func (wd *world) natHost(name string, mapping, filtering natlab.Behavior) (*natlab.Host, *natlab.NAT) {
 	wd.nats++
 	lan := wd.w.NewNetwork(name+"-lan", netip.MustParsePrefix(fmt.Sprintf("192.168.%d.0/24", wd.nats)))
-	nat := wd.w.NewNAT(name+"-nat", natlab.NATConfig{Inside: lan, Outside: wd.internet, Mapping: mapping, Filtering: filtering})
+	nat := wd.w.NewNAT(name+"-nat", natlab.NATConfig{Inside: lan, Outside: wd.internet, Mapping: mapping, Filtering: filtering, Link: wd.link})
 	return wd.w.NewHost(name, lan, natlab.Link{}), nat
 }
 
@@ -203,7 +210,11 @@ func (wd *world) startNode(name, dir string, h *natlab.Host) *daemon {
 func (wd *world) startNodeConfig(name string, cfg node.Config) *daemon {
 	t := wd.t
 	t.Helper()
-	cfg.Server = wd.http.URL
+	if wd.url != "" {
+		cfg.Server, cfg.HTTPClient = wd.url, wd.hc
+	} else {
+		cfg.Server = wd.http.URL
+	}
 	cfg.DeviceName = name
 	cfg.Logger = testLogger(t, name)
 	cfg.PunchTimeout = 5 * time.Second

@@ -180,6 +180,7 @@ func (n *Node) addSession(p *peer, s *transport.Session, initiator transport.Pub
 		n.mu.Unlock()
 	}
 	n.goroutine(func(ctx context.Context) { n.watchSession(ctx, p, ns) })
+	n.goroutine(func(ctx context.Context) { n.watchPath(ctx, p, s) })
 	n.goroutine(func(ctx context.Context) { n.serveStreams(ctx, p, s) })
 	n.goroutine(func(ctx context.Context) { n.sendInfo(ctx, s) })
 	n.reportPath(p, s)
@@ -615,9 +616,16 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 				n.goroutine(func(nctx context.Context) { n.upgradeWhenPunched(nctx, p, s, results) })
 			}
 		}
-		// Drain the relay attempt if the direct path won.
+		// Drain the relay attempt if the direct path won, and release
+		// its channel.
 		if pending > 0 && !r.relayed && haveRelay {
-			go func() { <-results }()
+			go func() {
+				if r := <-results; r.err == nil {
+					if ch := n.mux.Channel(r.addr); ch != nil {
+						ch.Close()
+					}
+				}
+			}()
 		}
 		return s, nil
 	}
@@ -817,16 +825,17 @@ func (n *Node) movePath(ctx context.Context, p *peer, s *transport.Session, remo
 	n.moveTo(ctx, p, s, addr)
 }
 
-// moveTo moves s onto addr (Session.MovePath validates it first).
-func (n *Node) moveTo(ctx context.Context, p *peer, s *transport.Session, addr netip.AddrPort) {
+// moveTo moves s onto addr (Session.MovePath validates it first) and
+// reports whether the session is there.
+func (n *Node) moveTo(ctx context.Context, p *peer, s *transport.Session, addr netip.AddrPort) bool {
 	if addr == s.CurrentPath().Remote {
-		return
+		return true
 	}
 	mctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
 	if err := s.MovePath(mctx, addr); err != nil {
 		n.log.Info("move path", "device", p.key.Short(), "addr", addr, "err", err)
-		return
+		return false
 	}
 	n.log.Info("moved session", "device", p.key.Short(), "addr", addr)
 	if !n.mux.IsVirtual(addr) {
@@ -834,6 +843,7 @@ func (n *Node) moveTo(ctx context.Context, p *peer, s *transport.Session, addr n
 		n.st.setLastDirect(ctx, p.key, addr.String())
 	}
 	n.reportPath(p, s)
+	return true
 }
 
 // repunchAll tells every peer with a session our new candidates after our
