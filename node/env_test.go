@@ -218,7 +218,9 @@ func (wd *world) startNodeConfig(name string, cfg node.Config) *daemon {
 	cfg.DeviceName = name
 	cfg.Logger = testLogger(t, name)
 	cfg.PunchTimeout = 5 * time.Second
-	cfg.RefreshInterval = time.Hour
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = time.Hour
+	}
 	if cfg.Listener == nil && cfg.ListenAddr == "" {
 		cfg.ListenAddr = "127.0.0.1:0"
 	}

@@ -165,6 +165,10 @@ func (n *Node) checkPath(ctx context.Context, w *pathWatch) {
 	if ch != nil {
 		from = "relay " + ch.Relay()
 		w.failedRelays[ch.Relay()] = true
+	} else {
+		// Our NAT may have rebound, or the peer's: learn our mapping
+		// again and punch anew; the relay carries the session meanwhile.
+		n.goroutine(func(ctx context.Context) { n.rediscover(ctx, p) })
 	}
 	n.log.Info("path dead; moving to a relay", "device", p.key.Short(), "from", from)
 	if n.fallBackToRelay(ctx, w) {
@@ -230,4 +234,23 @@ func (n *Node) fallBackToRelay(ctx context.Context, w *pathWatch) bool {
 		return false
 	}
 	return n.moveTo(ctx, p, w.s, addr)
+}
+
+// rediscover re-learns our reflexive address (discover re-punches with
+// every peer if it changed) and otherwise re-punches with p, whose own
+// mapping may have changed.
+func (n *Node) rediscover(ctx context.Context, p *peer) {
+	n.mu.Lock()
+	dc, up, old := n.dc, n.serverUp, n.reflexive
+	n.mu.Unlock()
+	if dc == nil || !up {
+		return
+	}
+	n.discover(ctx, dc)
+	n.mu.Lock()
+	changed := n.reflexive != old
+	n.mu.Unlock()
+	if !changed {
+		n.repunchPeer(p)
+	}
 }

@@ -110,6 +110,9 @@ func (n *Node) Status() Status {
 				if cs.Why == "" {
 					cs.Why = "no direct path answered probes"
 				}
+				if st.NAT == "symmetric" && cs.PeerNAT == "symmetric" {
+					cs.Why = "both sides are behind symmetric NATs, which map every destination to a new port, so hole punching cannot connect them (" + cs.Why + ")"
+				}
 			} else {
 				cs.Path = "direct"
 				cs.Remote = remote.String()
