@@ -45,10 +45,12 @@ function el(tag, cls, text) {
   return e;
 }
 
+function ms(x) { return x < 1 ? "<1 ms" : x.toFixed(0) + " ms"; }
+
 function pathText(c) {
   if (c.state !== "mutual") return c.state === "incoming" ? "asks to be your contact" : "request " + c.state;
-  if (c.path === "direct") return "direct · " + c.rtt_ms.toFixed(0) + " ms";
-  if (c.path === "relayed") return "relayed via " + c.via + " · " + c.rtt_ms.toFixed(0) + " ms";
+  if (c.path === "direct") return "direct · " + ms(c.rtt_ms);
+  if (c.path === "relayed") return "relayed via " + c.via + " · " + ms(c.rtt_ms);
   return c.online ? "online · no session yet" : "offline";
 }
 
