@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newConnectCmd())
 	root.AddCommand(newForwardCmd())
 	root.AddCommand(newExposeCmd())
+	root.AddCommand(newDebugCmd())
 	bench := &cobra.Command{Use: "bench", Short: "Measure Parley's components", Args: cobra.NoArgs}
 	bench.AddCommand(newBenchServerCmd())
 	root.AddCommand(bench)

@@ -1,10 +1,12 @@
 package node
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -46,6 +48,18 @@ type Config struct {
 	// second across sessions and bytes per relayed pair. Zero means 1 MiB/s
 	// and 1 GiB.
 	BudgetRate, BudgetBytes int64
+	// RelayTCP is the TCP address on which, as a supernode, the daemon
+	// also serves relaying over TCP (docs/protocol.md §6.6) for peers whose
+	// UDP is blocked, for example ":443". Its port is also the one this
+	// daemon dials on other supernodes when its own UDP is blocked: the
+	// directory lists supernodes by their UDP address only, so every
+	// supernode is expected on the same TCP port. Empty serves nothing and
+	// dials port 443.
+	RelayTCP string
+	// DialTCP dials supernodes' TCP ports when UDP is blocked; nil means a
+	// net.Dialer on real sockets, and no TCP fallback at all when Listener
+	// is set (natlab carries no TCP).
+	DialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RelayOnly never sends our addresses to peers nor probes theirs:
 	// every session goes through a supernode, which hides our IP address
 	// from contacts (at the cost of relay latency).
@@ -68,6 +82,25 @@ func (c *Config) punchTimeout() time.Duration {
 		return c.PunchTimeout
 	}
 	return 5 * time.Second
+}
+
+// relayTCPPort is the TCP port of supernodes' relays.
+func (c *Config) relayTCPPort() string {
+	if _, port, err := net.SplitHostPort(c.RelayTCP); err == nil && port != "" && port != "0" {
+		return port
+	}
+	return "443"
+}
+
+// dialTCP is the TCP dialer for the relay fallback, nil if there is none.
+func (c *Config) dialTCP() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c.DialTCP != nil {
+		return c.DialTCP
+	}
+	if c.Listener != nil {
+		return nil
+	}
+	return (&net.Dialer{}).DialContext
 }
 
 func (c *Config) refreshInterval() time.Duration {

@@ -580,7 +580,13 @@ func (n *Node) discover(ctx context.Context, dc *client.Client) {
 	}
 	hosts := n.hostCandidates()
 	nat := "unknown"
+	// No STUN answer while the server answers over HTTP: UDP is blocked
+	// on our way out (or the server's STUN is down, which looks the same
+	// and is served as well by relaying over TCP).
+	blocked := primary.IsValid() && !refl.IsValid() && ctx.Err() == nil && dc != nil
 	switch {
+	case blocked:
+		nat = "udp-blocked"
 	case !refl.IsValid():
 	case slices.Contains(hosts, refl):
 		nat = "public"
@@ -596,6 +602,7 @@ func (n *Node) discover(ctx context.Context, dc *client.Client) {
 	n.mu.Lock()
 	old := n.reflexive
 	n.reflexive, n.nat, n.candidates = refl, nat, cands
+	n.udpBlocked = blocked
 	n.mu.Unlock()
 	if old.IsValid() && refl.IsValid() && old != refl {
 		n.log.Info("NAT mapping changed", "old", old, "new", refl)

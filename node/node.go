@@ -96,6 +96,7 @@ type Node struct {
 	stunAlt      netip.AddrPort
 	supernodes   []cachedSupernode
 	volunteering bool // registered as a supernode
+	udpBlocked   bool // STUN went unanswered while the server answered: relay over TCP
 	closed       bool
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -31,7 +32,16 @@ func (n *Node) measureSupernodes(ctx context.Context, dc *client.Client) {
 		mu  sync.Mutex
 		out []cachedSupernode
 	)
+	n.mu.Lock()
+	tcpOnly := n.udpBlocked && n.cfg.dialTCP() != nil
+	n.mu.Unlock()
 	for _, sn := range list {
+		if tcpOnly {
+			// UDP PINGs cannot get through: keep every supernode,
+			// unmeasured, for relaying over TCP.
+			out = append(out, cachedSupernode{Key: transport.PublicKey(sn.Key), Addr: sn.Addr})
+			continue
+		}
 		addr, err := netip.ParseAddrPort(sn.Addr)
 		if err != nil {
 			continue
@@ -136,7 +146,7 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 	if err != nil {
 		addr, _ = netip.ParseAddrPort(sn.Addr)
 	}
-	ch, err := n.rc.Allocate(ctx, addr, 0, tk) // we requested the ticket: device A
+	ch, err := n.allocate(ctx, addr, 0, tk) // we requested the ticket: device A
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -162,6 +172,24 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 		}
 	}
 	return n.mux.VirtualAddr(ch), nil
+}
+
+// allocate binds side of the ticket's channel on the relay at addr: over
+// our UDP socket, or over TCP to the relay's TCP port when our UDP is
+// blocked.
+func (n *Node) allocate(ctx context.Context, addr netip.AddrPort, side byte, tk []byte) (*relay.Channel, error) {
+	n.mu.Lock()
+	blocked := n.udpBlocked
+	n.mu.Unlock()
+	if dial := n.cfg.dialTCP(); blocked && dial != nil {
+		taddr := net.JoinHostPort(addr.Addr().String(), n.cfg.relayTCPPort())
+		ch, err := n.rc.AllocateTCP(ctx, taddr, dial, side, tk)
+		if err != nil {
+			return nil, fmt.Errorf("allocate over TCP at %s: %w", taddr, err)
+		}
+		return ch, nil
+	}
+	return n.rc.Allocate(ctx, addr, side, tk)
 }
 
 // bindRelay allocates our side (device B) of a relay channel a peer
@@ -193,7 +221,7 @@ func (n *Node) bindRelay(ctx context.Context, p *peer, ev client.Event) {
 	}
 	actx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
-	if _, err := n.rc.Allocate(actx, addr, 1, ev.Ticket); err != nil {
+	if _, err := n.allocate(actx, addr, 1, ev.Ticket); err != nil {
 		n.log.Info("bind relay", "relay", addr, "err", err)
 	}
 }
@@ -243,6 +271,7 @@ func (n *Node) supernodeLoop(ctx context.Context) {
 			}
 			srv = relay.NewServer(relay.Config{DirectoryKey: key, Identity: n.pub, Logger: n.log.With("part", "supernode")}, n.pc)
 			n.mux.ServeRelay(srv)
+			n.serveRelayTCP(ctx, srv)
 		}
 		if registered != dc {
 			addr := refl
@@ -281,6 +310,25 @@ func (n *Node) supernodeLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// serveRelayTCP serves srv's TCP fallback on Config.RelayTCP, if set, until
+// the node stops. A failure to listen leaves the relay UDP-only.
+func (n *Node) serveRelayTCP(ctx context.Context, srv *relay.Server) {
+	if n.cfg.RelayTCP == "" {
+		return
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.RelayTCP)
+	if err != nil {
+		n.log.Warn("relay over TCP unavailable", "addr", n.cfg.RelayTCP, "err", err)
+		return
+	}
+	n.log.Info("relaying over TCP", "addr", ln.Addr())
+	n.goroutine(func(ctx context.Context) {
+		if err := srv.ServeTCP(ctx, ln); err != nil {
+			n.log.Warn("relay over TCP stopped", "err", err)
+		}
+	})
 }
 
 // retryDirect re-punches with every peer whose session is relayed, moving

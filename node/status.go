@@ -14,7 +14,7 @@ type Status struct {
 	ServerError string   `json:"server_error,omitempty"`
 	LocalAddr   string   `json:"local_addr"`
 	Reflexive   string   `json:"reflexive,omitempty"`
-	NAT         string   `json:"nat"` // public, endpoint-independent, symmetric, unknown
+	NAT         string   `json:"nat"` // public, endpoint-independent, symmetric, udp-blocked, unknown
 	Candidates  []string `json:"candidates,omitempty"`
 	// Supernode is true while this device volunteers as a relay.
 	Supernode bool `json:"supernode"`
