@@ -44,7 +44,11 @@ func testMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "build labpeer: %v\n%s", err, out)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if parleyBin != "" {
+		os.RemoveAll(filepath.Dir(parleyBin))
+	}
+	return code
 }
 
 // commander is a lab node that can run commands: a *lab.Host or *lab.Router.
