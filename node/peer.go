@@ -531,14 +531,24 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 		remote = nil
 	}
 	if !dialer {
-		punched := make(chan struct{})
-		go func() {
-			defer close(punched)
-			if len(remote) > 0 {
-				n.punch(pctx, p, remote, opt)
-			}
-		}()
-		defer func() { cancel(); <-punched }()
+		// Our probes open our NAT towards the dialer; they go on after a
+		// relayed session arrives, for the dialer's upgrade, and tell us
+		// why the session stays relayed.
+		if len(remote) > 0 {
+			n.goroutine(func(nctx context.Context) {
+				bctx, bcancel := context.WithTimeout(nctx, n.cfg.punchTimeout())
+				defer bcancel()
+				_, _, err := n.punch(bctx, p, remote, opt)
+				if err == nil || !errors.Is(bctx.Err(), context.DeadlineExceeded) {
+					return
+				}
+				n.mu.Lock()
+				if s := p.liveLocked(); s != nil && n.mux.IsVirtual(s.CurrentPath().Remote) {
+					p.why = fmt.Sprintf("none of %d candidates answered probes", len(remote))
+				}
+				n.mu.Unlock()
+			})
+		}
 		for {
 			n.mu.Lock()
 			s := p.liveLocked()

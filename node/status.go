@@ -110,8 +110,8 @@ func (n *Node) Status() Status {
 				if cs.Why == "" {
 					cs.Why = "no direct path answered probes"
 				}
-				if st.NAT == "symmetric" && cs.PeerNAT == "symmetric" {
-					cs.Why = "both sides are behind symmetric NATs, which map every destination to a new port, so hole punching cannot connect them (" + cs.Why + ")"
+				if why := natWhy(st.NAT, cs.PeerNAT); why != "" {
+					cs.Why = why + " (" + cs.Why + ")"
 				}
 			} else {
 				cs.Path = "direct"
@@ -130,6 +130,24 @@ func (n *Node) Status() Status {
 		st.Contacts = append(st.Contacts, cs)
 	}
 	return st
+}
+
+// natWhy explains from the two sides' NAT types why a pair cannot be
+// direct, or returns "" if they do not explain it.
+func natWhy(ours, theirs string) string {
+	switch {
+	case ours == "udp-blocked":
+		return "UDP is blocked on this device's network: relayed over TCP"
+	case theirs == "udp-blocked":
+		return "UDP is blocked on the peer's network"
+	case ours == "symmetric" && theirs == "symmetric":
+		return "both sides are behind symmetric NATs, which map every destination to a new port, so hole punching cannot connect them"
+	case ours == "symmetric" && theirs == "endpoint-independent":
+		return "our NAT is symmetric (a new port per destination), so our probes reach the peer's NAT from ports it never sent to, and it filters them"
+	case ours == "endpoint-independent" && theirs == "symmetric":
+		return "the peer's NAT is symmetric (a new port per destination), so its probes reach our NAT from ports we never sent to, and it filters them"
+	}
+	return ""
 }
 
 // String renders a contact's path on one line, for the CLI.
