@@ -75,6 +75,19 @@ type Meta struct {
 	ParleyPerPacket float64   `json:"parley_payload_per_packet"`
 	GridTime        string    `json:"grid_time"`
 	ParleyCommit    string    `json:"parley_commit"`
+	// Loads is the load average at the start of each section.
+	Loads []SectionLoad `json:"loads,omitempty"`
+}
+
+// SectionLoad is the load average when a section started.
+type SectionLoad struct {
+	Section string `json:"section"`
+	Load    string `json:"load"`
+}
+
+// NoteLoad records the load average as section starts.
+func (r *Report) NoteLoad(section string) {
+	r.Meta.Loads = append(r.Meta.Loads, SectionLoad{section, LoadAverage()})
 }
 
 // ParleyCommit names the checked-out commit of the repository in the
@@ -187,6 +200,7 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 	r.Meta.IdleCPU = IdleCPU(time.Second / 2)
 
 	// Parley first: its payload per packet sets TCP's clamp.
+	r.NoteLoad("bulk")
 	fmt.Fprintln(log, "bulk: Parley")
 	r.Meta.ClampedMSS = defaultClamp
 	pb, err := Bulk(ctx, Transport{Name: NameParley, Kind: "parley"}, o.Warmup, o.Duration, o.Checksum, r.Meta.IdleCPU)
@@ -207,6 +221,7 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 		}
 		r.Bulk = append(r.Bulk, b)
 	}
+	r.NoteLoad("request/response")
 	for _, size := range []int{64, 4 << 10} {
 		for _, t := range transports {
 			fmt.Fprintf(log, "request/response %d B: %s\n", size, t.Name)
@@ -231,6 +246,7 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 		{Transport{Name: NameQUIC + " (X25519 only)", Kind: "quic", X25519Only: true}, true},
 		{Transport{Name: NameTLS + " (X25519 only)", Kind: "tls", X25519Only: true}, true},
 	}
+	r.NoteLoad("handshakes")
 	for _, hr := range hsRuns {
 		fmt.Fprintf(log, "handshakes: %s (many sources %v)\n", hr.t.Name, hr.many)
 		h, err := Handshakes(ctx, hr.t, o.HandshakeConcurrency, hr.many, o.Warmup/2, o.Duration)
@@ -240,10 +256,12 @@ func RunLoopback(ctx context.Context, o Options, log io.Writer) (*Report, error)
 		}
 		r.Handshakes = append(r.Handshakes, h)
 	}
+	r.NoteLoad("time to first byte")
 	const rtt = 50 * time.Millisecond
 	for _, t := range []Transport{
 		{Name: NameParley, Kind: "parley"},
 		{Name: NameQUIC, Kind: "quic"},
+		{Name: NameQUIC + " (ListenEarly)", Kind: "quic", Early: true},
 		{Name: NameTLS, Kind: "tls"},
 		{Name: NameTCP, Kind: "tcp"},
 	} {
@@ -370,8 +388,20 @@ func (r *Report) WriteText(w io.Writer) {
 	m := r.Meta
 	fmt.Fprintf(w, "Transport benchmark, %s, Parley %s, %s, quic-go %s, %d CPUs, load average %s before, %s after\n",
 		m.Start.Format(time.RFC3339), m.ParleyCommit, m.GoVersion, m.QUICGoVersion, m.CPUs, m.LoadBefore, m.LoadAfter)
-	fmt.Fprintf(w, "loopback: %v warm-up + %v per figure; Parley packets %d B (%.0f B of stream data each); TCP_MAXSEG clamp %d\n\n",
+	fmt.Fprintf(w, "loopback: %v warm-up + %v per figure; Parley packets %d B (%.0f B of stream data each); TCP_MAXSEG clamp %d\n",
 		m.Options.Warmup, m.Options.Duration, m.LoopbackPacket, m.ParleyPerPacket, m.ClampedMSS)
+	if len(m.Loads) > 0 {
+		fmt.Fprint(w, "load average at the start of:")
+		for i, l := range m.Loads {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(w, "%s %s %s", sep, l.Section, l.Load)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if len(r.Bulk) > 0 {
 		fmt.Fprintln(w, "Loopback bulk, one stream, 64 KiB writes")

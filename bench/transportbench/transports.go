@@ -119,6 +119,10 @@ type Transport struct {
 	Congestion string
 	// PacketSize overrides the Net's Parley packet size; zero keeps it.
 	PacketSize int
+	// Early makes the quic-go server accept connections before the
+	// handshake completes (ListenEarly), so that it can send 0.5-RTT data
+	// before it has verified the client's certificate.
+	Early bool
 }
 
 // Packet sizes (UDP payload) at which Parley runs, chosen so that it carries
@@ -146,7 +150,7 @@ func (t Transport) Start(ctx context.Context, n *Net) (Server, Client, error) {
 		}
 		return startParley(n, t.Congestion)
 	case "quic":
-		return startQUIC(n, t.X25519Only)
+		return startQUIC(n, t.X25519Only, t.Early)
 	case "tls", "tcp":
 		return startTCP(n, t.Kind == "tls", t.MSS, t.X25519Only)
 	}
@@ -296,7 +300,13 @@ const alpn = "parley-bench"
 type quicServer struct {
 	pc net.PacketConn
 	tr *quic.Transport
-	ln *quic.Listener
+	ln quicListener
+}
+
+// quicListener is what *quic.Listener and *quic.EarlyListener share.
+type quicListener interface {
+	Accept(context.Context) (*quic.Conn, error)
+	Close() error
 }
 
 type quicClient struct {
@@ -312,7 +322,7 @@ func quicConfig(*Net) *quic.Config {
 	return &quic.Config{MaxIdleTimeout: 5 * time.Minute}
 }
 
-func startQUIC(n *Net, x25519 bool) (Server, Client, error) {
+func startQUIC(n *Net, x25519, early bool) (Server, Client, error) {
 	serverTLS, clientTLS, err := tlsConfigs(x25519)
 	if err != nil {
 		return nil, nil, err
@@ -324,7 +334,12 @@ func startQUIC(n *Net, x25519 bool) (Server, Client, error) {
 		return nil, nil, err
 	}
 	str := &quic.Transport{Conn: spc}
-	ln, err := str.Listen(serverTLS, quicConfig(n))
+	var ln quicListener
+	if early {
+		ln, err = str.ListenEarly(serverTLS, quicConfig(n))
+	} else {
+		ln, err = str.Listen(serverTLS, quicConfig(n))
+	}
 	if err != nil {
 		str.Close()
 		spc.Close()

@@ -70,6 +70,7 @@ func run() int {
 		}
 	}
 	if *grid {
+		r.NoteLoad("natlab grid")
 		g, err := runGridChild(o)
 		if err != nil {
 			r.Errors = append(r.Errors, fmt.Sprintf("natlab grid: %v", err))
