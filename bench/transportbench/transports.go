@@ -125,8 +125,8 @@ type Transport struct {
 	Early bool
 }
 
-// Packet sizes (UDP payload) at which Parley runs, chosen so that it carries
-// the same header overhead as quic-go on the same sockets.
+// Packet sizes (UDP payload) at which Parley runs: the size quic-go uses on
+// the same sockets, so that neither carries more bytes per packet.
 const (
 	// LoopbackPacketSize is what quic-go reaches on loopback by path MTU
 	// discovery (its largest): an Ethernet MTU less IPv6 and UDP headers.
@@ -134,8 +134,11 @@ const (
 	// NatlabPacketSize is quic-go's InitialPacketSize, where it stays on
 	// natlab: path MTU discovery needs a socket that sets the DF bit.
 	// (Raising quic-go's InitialPacketSize without discovery makes its
-	// pacer and sender disagree on the datagram size: in real time that
-	// busy-waits briefly, under synctest's frozen clock it spins for ever.)
+	// pacer and sender disagree on the datagram size: the pacer is built
+	// with 1,280 and only told otherwise by MTU discovery, so it says
+	// "send now" while the sender wants budget for a larger packet. In
+	// real time that busy-waits briefly; under synctest's frozen clock it
+	// spins for ever.)
 	NatlabPacketSize = 1280
 )
 
