@@ -163,3 +163,32 @@ func BenchmarkHandshakes(b *testing.B) {
 		})
 	}
 }
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -1000: "-1,000"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestWriteMarkdown checks that every measured figure reaches the tables.
+func TestWriteMarkdown(t *testing.T) {
+	r := &Report{
+		Bulk: []BulkResult{{Transport: NameParley, Mbps: 12345.6, CPUSecondsPerGB: 1.04}},
+		RR:   []RRResult{{Transport: NameQUIC, Size: 64, P50us: 18.4, P99us: 54.8}, {Transport: NameQUIC, Size: 4096, P50us: 40.2, P99us: 91.7}},
+		Grid: []GridResult{{Transport: NameParleyGrid, Point: GridPoint{RateMbps: 100, RTT: 50 * time.Millisecond, Loss: 0.01}, Share: 0.927}},
+	}
+	r.Evaluate()
+	var b strings.Builder
+	r.WriteMarkdown(&b)
+	for _, want := range []string{
+		"| Parley | 12,346 Mbit/s | 1.04 | — |",
+		"| quic-go | 18.4 µs | 54.8 µs | 40.2 µs | 91.7 µs |",
+		"| 100 Mbit/s, 50ms | Parley 1280 B | — | — | 92.7 | — | — |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("missing %q in:\n%s", want, b.String())
+		}
+	}
+}

@@ -39,6 +39,7 @@ func main() {
 func run() int {
 	quick := flag.Bool("quick", false, "smoke test: short figures (1 s, 2 s of virtual time per natlab point) and CRC-checked bytes")
 	asJSON := flag.Bool("json", false, "print the report as JSON instead of tables")
+	markdown := flag.Bool("markdown", false, "print the report as the Markdown tables of docs/benchmarks.md")
 	plot := flag.String("plot", "", "write a PNG plot of natlab goodput against loss to this file")
 	loopback := flag.Bool("loopback", true, "run the loopback and time-to-first-byte sections")
 	grid := flag.Bool("grid", true, "run the natlab grid")
@@ -47,7 +48,7 @@ func run() int {
 	flag.Parse()
 
 	if *from != "" {
-		return replay(*from, *asJSON, *plot)
+		return replay(*from, *asJSON, *markdown, *plot)
 	}
 
 	o := transportbench.DefaultOptions()
@@ -97,6 +98,8 @@ func run() int {
 		if err := e.Encode(r); err != nil {
 			return 1
 		}
+	} else if *markdown {
+		r.WriteMarkdown(os.Stdout)
 	} else {
 		r.WriteText(os.Stdout)
 	}
@@ -154,7 +157,7 @@ func gridChild(out string) {
 }
 
 // replay prints and plots a report saved with --json.
-func replay(path string, asJSON bool, plot string) int {
+func replay(path string, asJSON, markdown bool, plot string) int {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "transportbench: %v\n", err)
@@ -172,12 +175,15 @@ func replay(path string, asJSON bool, plot string) int {
 			return 1
 		}
 	}
-	if asJSON {
+	switch {
+	case asJSON:
 		e := json.NewEncoder(os.Stdout)
 		e.SetIndent("", "  ")
 		e.Encode(&r)
-		return 0
+	case markdown:
+		r.WriteMarkdown(os.Stdout)
+	default:
+		r.WriteText(os.Stdout)
 	}
-	r.WriteText(os.Stdout)
 	return 0
 }
