@@ -29,7 +29,7 @@ type Options struct {
 	Quick    bool
 }
 
-// DefaultOptions are the full run's; QuickOptions a smoke test's.
+// DefaultOptions are a full run's: 10 s per figure after 2 s of warm-up.
 func DefaultOptions() Options {
 	return Options{
 		Warmup: 2 * time.Second, Duration: 10 * time.Second,
@@ -38,6 +38,8 @@ func DefaultOptions() Options {
 	}
 }
 
+// QuickOptions are a smoke test's (--quick): 1 s per loopback figure, 2 s of
+// virtual time per natlab point, and every byte checked by CRC.
 func QuickOptions() Options {
 	return Options{
 		Warmup: 300 * time.Millisecond, Duration: time.Second,
