@@ -264,8 +264,12 @@ func (n *Node) Contacts(ctx context.Context) (list []Contact, cached bool, err e
 func (n *Node) refreshContacts(ctx context.Context) error {
 	// One refresh at a time, so that a list read earlier never overwrites
 	// one read later.
-	n.refreshMu.Lock()
-	defer n.refreshMu.Unlock()
+	select {
+	case n.refreshing <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-n.refreshing }()
 	dc, err := n.dirClient()
 	if err != nil {
 		return err

@@ -71,7 +71,11 @@ type Node struct {
 	runOnce sync.Once
 	closeMu sync.Once
 
-	refreshMu sync.Mutex // serialises contact-list refreshes; taken before mu
+	// refreshing serialises contact-list refreshes (cap 1; taken before
+	// mu). It is a channel rather than a mutex because it is held across
+	// HTTP requests: a goroutine waiting on a channel is durably blocked,
+	// so that tests in a synctest bubble can advance the clock meanwhile.
+	refreshing chan struct{}
 
 	stunMu   sync.Mutex // protects stunWait
 	stunWait map[stun.TxID]chan netip.AddrPort
@@ -121,21 +125,22 @@ func New(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg:      cfg,
-		log:      log,
-		dir:      dir,
-		key:      key,
-		pub:      key.Public(),
-		hc:       cfg.HTTPClient,
-		ctx:      ctx,
-		cancel:   cancel,
-		loginC:   make(chan struct{}, 1),
-		refresh:  make(chan struct{}, 1),
-		snWake:   make(chan struct{}, 1),
-		stunWait: make(map[stun.TxID]chan netip.AddrPort),
-		handlers: make(map[string]func(Peer, *transport.Stream)),
-		peers:    make(map[transport.PublicKey]*peer),
-		pairs:    make(map[[8]byte]*peer),
+		cfg:        cfg,
+		log:        log,
+		dir:        dir,
+		key:        key,
+		pub:        key.Public(),
+		hc:         cfg.HTTPClient,
+		ctx:        ctx,
+		cancel:     cancel,
+		loginC:     make(chan struct{}, 1),
+		refresh:    make(chan struct{}, 1),
+		refreshing: make(chan struct{}, 1),
+		snWake:     make(chan struct{}, 1),
+		stunWait:   make(map[stun.TxID]chan netip.AddrPort),
+		handlers:   make(map[string]func(Peer, *transport.Stream)),
+		peers:      make(map[transport.PublicKey]*peer),
+		pairs:      make(map[[8]byte]*peer),
 	}
 	if n.hc == nil {
 		n.hc = http.DefaultClient

@@ -156,15 +156,19 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 		ch.Close()
 		return netip.AddrPort{}, fmt.Errorf("send relay offer: %w", err)
 	}
-	// Wait for the peer to bind its side, refreshing to learn of it.
-	wait := 100 * time.Millisecond
+	// Wait for the peer to bind its side, refreshing to learn of it (the
+	// relay says so only in ALLOCATED). The peer needs about one trip
+	// through the server and one to the relay, so start polling soon.
+	wait := 25 * time.Millisecond
 	for !ch.PeerBound() {
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			ch.Close()
 			return netip.AddrPort{}, fmt.Errorf("the peer did not bind its side of relay %v: %w", addr, ctx.Err())
-		case <-time.After(wait):
-			wait = min(2*wait, time.Second)
+		case <-t.C:
+			wait = min(2*wait, 400*time.Millisecond)
 		}
 		if err := ch.Refresh(ctx); err != nil {
 			ch.Close()

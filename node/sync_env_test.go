@@ -28,6 +28,7 @@ import (
 // pipeListener is a net.Listener whose connections are net.Pipes made by
 // its dial method.
 type pipeListener struct {
+	delay  time.Duration // on every write
 	conns  chan net.Conn
 	closed chan struct{}
 	once   sync.Once
@@ -55,6 +56,9 @@ func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
 
 func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	c, s := net.Pipe()
+	if l.delay > 0 {
+		c, s = &delayConn{c, l.delay}, &delayConn{s, l.delay}
+	}
 	select {
 	case l.conns <- s:
 		return c, nil
@@ -63,6 +67,18 @@ func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// delayConn delays each write, as a network's one-way delay would (but
+// without pipelining: good enough for request-response and event traffic).
+type delayConn struct {
+	net.Conn
+	d time.Duration
+}
+
+func (c *delayConn) Write(b []byte) (int, error) {
+	time.Sleep(c.d)
+	return c.Conn.Write(b)
 }
 
 type pipeAddr struct{}
@@ -76,6 +92,9 @@ type syncWorldConfig struct {
 	Link natlab.Link
 	// TicketLifetime is the relay tickets'; zero means the directory's.
 	TicketLifetime time.Duration
+	// ServerDelay delays every write on the directory's connections, both
+	// ways: half the HTTP round trip to the server.
+	ServerDelay time.Duration
 }
 
 // newSyncWorld is newWorld for a synctest bubble; call it inside one.
@@ -122,6 +141,7 @@ func newSyncWorld(t *testing.T, cfg syncWorldConfig) *world {
 		t.Fatal(err)
 	}
 	ln := newPipeListener()
+	ln.delay = cfg.ServerDelay
 	hs := &http.Server{Handler: srv}
 	served := make(chan struct{})
 	go func() {
