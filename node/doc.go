@@ -56,6 +56,31 @@
 // re-punches with every peer it has a session with, moving each session to
 // the path that answers (Session.MovePath).
 //
+// # Paths
+//
+// A session carries on across path changes (path.go). A watcher per session
+// checks it every second: a path is stalled after 2 s (or 8 RTT) of sending
+// without hearing back, or when nothing at all arrived for the keepalive
+// period plus 5 s; a Ping unanswered within a few RTTs confirms it dead.
+// Then the side with the smaller key (the other after 3 s more) asks the
+// server for a ticket to the best relay not known to be dead, tells the peer
+// through an offer, and moves the session onto the channel with MovePath;
+// streams continue. A dead direct path also makes the daemon learn its
+// mapping again and re-punch (rebinding), and relayed sessions are
+// re-punched every Config.RefreshInterval, so they return to a direct path
+// when one answers. A stalled relay is re-bound once (Channel.Refresh)
+// before it is given up for another. Channels are refreshed every 30 s, and
+// a relayed session moves to a fresh channel 2 minutes before its ticket
+// expires (the side that did not allocate it: 1 minute), so that relayed
+// sessions outlive their tickets.
+//
+// When STUN gets no answer while the server answers over HTTP, UDP is taken
+// for blocked (NAT type "udp-blocked"): the daemon keeps every listed
+// supernode unmeasured and binds its side of relay channels over TCP to the
+// supernode's Config.RelayTCP port (the directory lists supernodes by their
+// UDP address only, so all supernodes are expected on the same TCP port, 443
+// by default). Supernodes serve that port when Config.RelayTCP is set.
+//
 // # Streams
 //
 // Applications share the pair's session. Each stream starts with its
