@@ -65,6 +65,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newDebugCmd())
 	bench := &cobra.Command{Use: "bench", Short: "Measure Parley's components", Args: cobra.NoArgs}
 	bench.AddCommand(newBenchServerCmd())
+	bench.AddCommand(newBenchTransportCmd())
 	root.AddCommand(bench)
 	return root
 }
