@@ -384,6 +384,12 @@ func (st *Stream) appendFrame(dst []byte, room int, connCredit uint64) (out []by
 			r.n -= st.sendBase - r.off
 			r.off = st.sendBase
 		}
+		if r.n > 0 && (r.off+r.n > st.writeOff || st.sendBuf.len() == 0) {
+			// Cannot happen while the buffer holds every unacknowledged
+			// byte; never index outside it if it does.
+			st.retransmit = st.retransmit[1:]
+			continue
+		}
 		n := uint64(wire.MaxStreamDataLen(st.id, r.off, room))
 		if n == 0 && (r.n > 0 || room < wire.StreamFrameOverhead(st.id, r.off, 0)) {
 			return dst, rec, 0, false, true
@@ -459,7 +465,7 @@ func (st *Stream) onFrameAcked(off, n uint64, fin bool) {
 func (st *Stream) onFrameLost(off, n uint64, fin bool) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.sendErr != nil || (off+n <= st.sendBase && !(fin && !st.finAcked)) {
+	if st.removed || st.sendErr != nil || (off+n <= st.sendBase && !(fin && !st.finAcked)) {
 		return false
 	}
 	st.retransmit = append(st.retransmit, sendRange{off: off, n: n, fin: fin})
@@ -605,7 +611,9 @@ func (st *Stream) maybeDoneLocked() {
 	if st.removed {
 		return
 	}
-	sendDone := st.finAcked || st.resetSent || st.sendErr != nil
+	// FIN can be acknowledged before data sent ahead of it (that packet was
+	// lost): the send side is done only when every byte is acknowledged.
+	sendDone := (st.finAcked && st.sendBase == st.writeOff) || st.resetSent || st.sendErr != nil
 	recvDone := st.readClosed || st.recvErr != nil || (st.finKnown && st.readOff == st.finalSize)
 	if sendDone && recvDone {
 		st.removed = true
