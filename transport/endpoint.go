@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +68,8 @@ type Endpoint struct {
 	readDone  chan struct{}
 	reader    batchReader
 	writer    batchWriter
-	offload   bool // GSO/GRO: reads may hold several coalesced packets
+	offload   bool          // GSO/GRO: reads may hold several coalesced packets
+	hsWorkers chan struct{} // semaphore: handshakes being authenticated
 
 	// mu protects the fields below.
 	mu          sync.Mutex
@@ -104,6 +106,7 @@ func NewEndpoint(pc net.PacketConn, key PrivateKey, cfg *Config) *Endpoint {
 	size := c.MaxPacketSize + 1 // one spare byte tells an oversized datagram
 	e.pool.New = func() any { b := make([]byte, size); return &packet{buf: b} }
 	e.reader, e.writer, e.offload = newBatchIO(pc)
+	e.hsWorkers = make(chan struct{}, runtime.GOMAXPROCS(0))
 	go e.readLoop()
 	return e
 }
@@ -230,6 +233,13 @@ func (e *Endpoint) Close() error {
 		<-s.done
 	}
 	e.stopReading()
+	// Wait for handshake workers: taking every slot means none is running.
+	for i := 0; i < cap(e.hsWorkers); i++ {
+		e.hsWorkers <- struct{}{}
+	}
+	for i := 0; i < cap(e.hsWorkers); i++ {
+		<-e.hsWorkers
+	}
 	return nil
 }
 
@@ -453,6 +463,27 @@ func (e *Endpoint) handleInitiation(p *packet) {
 		existing.deliver(p) // a retransmission: the session resends its response
 		return
 	}
+	// The Diffie-Hellman work runs on a worker so the reader keeps routing
+	// packets, with as many workers as cores. When all are busy the reader
+	// does the work itself (back-pressure), and the responder counts
+	// itself under load: cookies and per-source limits apply.
+	select {
+	case e.hsWorkers <- struct{}{}:
+		e.responder.SetBusy(false)
+		go func() {
+			defer func() { <-e.hsWorkers }()
+			e.acceptInitiation(p, eph)
+		}()
+	default:
+		e.responder.SetBusy(true)
+		e.acceptInitiation(p, eph)
+	}
+}
+
+// acceptInitiation authenticates an initiation that passed screening and,
+// if it is good, creates the session and answers. It owns p.
+func (e *Endpoint) acceptInitiation(p *packet, eph [32]byte) {
+	b := p.data
 	defer e.putPacket(p)
 	pending, err := e.responder.Consume(b)
 	if err != nil {

@@ -22,6 +22,7 @@ func fuzzSession(t testing.TB, initiator bool) *Session {
 	ep := &Endpoint{pc: pc, cfg: (*Config)(nil).withDefaults()}
 	ep.log = ep.cfg.Logger
 	ep.reader, ep.writer, ep.offload = newBatchIO(pc)
+	ep.hsWorkers = make(chan struct{}, 1)
 	s := newSession(ep, initiator, wire.ConnID{1}, PublicKey{2}, netip.MustParseAddrPort("127.0.0.1:9"))
 	s.installKeys(handshake.Keys{}, time.Now())
 	s.applyPeerParams(wire.HandshakeParams{SenderCID: wire.ConnID{3}, InitialMaxData: 1 << 20, InitialMaxStreamData: 1 << 16, MaxStreams: 8, MaxDatagramSize: 1200, MaxUDPPayloadSize: 1232})

@@ -36,7 +36,7 @@ import (
 )
 
 var (
-	suite    = noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)
+	suite    = noise.NewCipherSuite(dh25519{}, noise.CipherAESGCM, noise.HashSHA256)
 	prologue = []byte("parley/1")
 )
 
@@ -110,6 +110,7 @@ type Initiator struct {
 // remote. cookie, if not nil, is a cookie from an earlier cookie reply and
 // fills mac2. The returned packet is appended to dst.
 func Initiate(dst []byte, local KeyPair, remote [32]byte, params wire.HandshakeParams, cookie *[macSize]byte, now time.Time) (*Initiator, []byte, error) {
+	rememberStatic(local.Private)
 	hs, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite:   suite,
 		Random:        rand.Reader,
@@ -226,6 +227,7 @@ type Responder struct {
 
 // NewResponder returns a responder for the local static key pair.
 func NewResponder(local KeyPair) *Responder {
+	rememberStatic(local.Private)
 	return &Responder{
 		local:      local,
 		mac1Key:    macKey(labelMAC1, local.Public),
@@ -233,6 +235,10 @@ func NewResponder(local KeyPair) *Responder {
 		timestamps: make(map[[32]byte]uint64),
 	}
 }
+
+// SetBusy tells the responder whether its workers are all busy: a backlog
+// means it is under load, whatever the rate.
+func (r *Responder) SetBusy(busy bool) { r.load.busy.Store(busy) }
 
 // ForceLoad makes the responder behave as if under load (for tests and for
 // operators who want cookies always).

@@ -3,6 +3,7 @@ package handshake
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,8 +17,11 @@ const (
 	sourceExpiry = time.Second
 
 	// loadThreshold is how many initiations in one second put the responder
-	// "under load", after which it demands valid mac2 cookies.
-	loadThreshold = 512
+	// "under load", after which it demands valid mac2 cookies. It is well
+	// above what one core completes (about 2,000 a second here), so that
+	// legitimate bursts are not slowed by a cookie round trip; a backlog of
+	// handshakes (SetBusy) also means load.
+	loadThreshold = 4096
 	loadHold      = time.Second
 )
 
@@ -77,6 +81,7 @@ type loadMeter struct {
 	count      int
 	loadedTill time.Time
 	forced     bool
+	busy       atomic.Bool
 }
 
 // observe counts one initiation and reports whether we are under load.
@@ -91,7 +96,7 @@ func (m *loadMeter) observe(now time.Time) bool {
 	if m.count > loadThreshold {
 		m.loadedTill = now.Add(loadHold)
 	}
-	return m.forced || now.Before(m.loadedTill)
+	return m.forced || m.busy.Load() || now.Before(m.loadedTill)
 }
 
 func (m *loadMeter) force(on bool) {
