@@ -32,6 +32,13 @@ func TestDemo(t *testing.T) {
 	if ab.A != "alice" || ab.B != "bob" || ab.Path == "none" || ab.ViaMailbox {
 		t.Errorf("alice ↔ bob: %+v, want a session", ab)
 	}
+	// Carol's UDP is blocked: her sessions go through the supernode, her leg
+	// over TCP.
+	for _, p := range res.Pairs[1:] {
+		if p.B != "carol" || p.Path != "relayed" || p.Relay == "" {
+			t.Errorf("%s ↔ %s: path %q via %q, want relayed through the supernode", p.A, p.B, p.Path, p.Relay)
+		}
+	}
 	if !res.FileVerified || res.FileBytes != 2<<20 || res.FileRate <= 0 {
 		t.Errorf("file: %+v", res)
 	}
