@@ -230,6 +230,7 @@ type Session struct {
 
 	// The pending GSO batch: packets sealed but not yet written.
 	batch      []byte
+	batchBuf   *[]byte // batch's pooled backing array
 	batchTo    *net.UDPAddr
 	batchSeg   int
 	batchN     int

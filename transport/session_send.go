@@ -309,8 +309,11 @@ func (s *Session) appendStreams(buf []byte, frames []ackhandler.Frame, limit int
 			s.mu.Lock()
 			st.queued = false
 			if len(s.sendQueue) > 0 && s.sendQueue[0] == st {
-				s.sendQueue[0] = nil
-				s.sendQueue = s.sendQueue[1:]
+				// Shift rather than reslice, so the backing array (and
+				// its capacity) is reused: no allocation per message.
+				n := copy(s.sendQueue, s.sendQueue[1:])
+				s.sendQueue[n] = nil
+				s.sendQueue = s.sendQueue[:n]
 			}
 			s.mu.Unlock()
 			// A Write may have added data after appendFrame looked.
@@ -324,8 +327,10 @@ func (s *Session) appendStreams(buf []byte, frames []ackhandler.Frame, limit int
 	}
 	// Round robin: the stream at the head goes to the back after a packet.
 	s.mu.Lock()
-	if len(s.sendQueue) > 1 {
-		s.sendQueue = append(s.sendQueue[1:], s.sendQueue[0])
+	if n := len(s.sendQueue); n > 1 {
+		head := s.sendQueue[0]
+		copy(s.sendQueue, s.sendQueue[1:])
+		s.sendQueue[n-1] = head
 	}
 	s.mu.Unlock()
 	return buf, frames, any
@@ -384,7 +389,8 @@ func (s *Session) outBuf(p *path) []byte {
 		s.flush()
 	}
 	if s.batch == nil {
-		s.batch = getBatch(max(maxBatchBytes, s.cfg.MaxPacketSize))
+		s.batchBuf = getBatch(max(maxBatchBytes, s.cfg.MaxPacketSize))
+		s.batch = (*s.batchBuf)[:0]
 	}
 	s.batchTo = p.udpAddr
 	return s.batch[len(s.batch):len(s.batch)]
@@ -419,23 +425,20 @@ func (s *Session) flush() {
 	if s.batchN > 0 {
 		s.ep.writeBatch(s.batch, s.batchSeg, s.batchTo)
 	}
-	if s.batch != nil {
-		putBatch(s.batch)
-		s.batch = nil
+	if s.batchBuf != nil {
+		batchPool.Put(s.batchBuf)
+		s.batchBuf, s.batch = nil, nil
 	}
 	s.batchN, s.batchShort = 0, false
 }
 
+// batchPool holds *[]byte, so that Get and Put do not allocate.
 var batchPool sync.Pool
 
-func getBatch(size int) []byte {
+func getBatch(size int) *[]byte {
 	if b, ok := batchPool.Get().(*[]byte); ok && cap(*b) >= size {
-		return (*b)[:0]
+		return b
 	}
-	return make([]byte, 0, size)
-}
-
-func putBatch(b []byte) {
-	b = b[:0]
-	batchPool.Put(&b)
+	b := make([]byte, 0, size)
+	return &b
 }

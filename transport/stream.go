@@ -654,10 +654,12 @@ func (rs *rangeSet) add(lo, hi uint64) {
 // forgets ranges below it.
 func (rs *rangeSet) advance(base uint64) uint64 {
 	r := *rs
-	for len(r) > 0 && r[0].lo <= base {
-		base = max(base, r[0].hi)
-		r = r[1:]
+	k := 0
+	for k < len(r) && r[k].lo <= base {
+		base = max(base, r[k].hi)
+		k++
 	}
-	*rs = r
+	// Shift rather than reslice, keeping the capacity for the next add.
+	*rs = r[:copy(r, r[k:])]
 	return base
 }
