@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/parley-p2p/parley/internal/deadline"
 )
 
 // queueOverhead is what each queued datagram costs a Conn's receive buffer
@@ -34,7 +36,7 @@ type Conn struct {
 	closing  atomic.Bool   // set first by Close; stops writes
 	closedCh chan struct{} // closed by Close; wakes readers
 	notify   chan struct{} // a datagram was queued (cap 1)
-	rd, wd   deadline
+	rd, wd   deadline.Deadline
 
 	// lastFrom caches the *net.UDPAddr last returned by ReadFrom, so a
 	// stream of datagrams from one peer does not allocate an address each.
@@ -59,8 +61,8 @@ func newConn(h *Host, port uint16, buf int) *Conn {
 		port:     port,
 		closedCh: make(chan struct{}),
 		notify:   make(chan struct{}, 1),
-		rd:       makeDeadline(),
-		wd:       makeDeadline(),
+		rd:       deadline.New(),
+		wd:       deadline.New(),
 		bufBytes: buf,
 	}
 }
@@ -95,8 +97,8 @@ func (c *Conn) signal() {
 // or the Conn is closed.
 func (c *Conn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 	for {
-		dl := c.rd.wait()
-		if isClosedChan(dl) {
+		dl := c.rd.Wait()
+		if deadline.Passed(dl) {
 			return 0, netip.AddrPort{}, c.opError("read", os.ErrDeadlineExceeded)
 		}
 		c.mu.Lock()
@@ -148,7 +150,7 @@ func (c *Conn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	if c.closing.Load() {
 		return 0, c.opError("write", net.ErrClosed)
 	}
-	if isClosedChan(c.wd.wait()) {
+	if deadline.Passed(c.wd.Wait()) {
 		return 0, c.opError("write", os.ErrDeadlineExceeded)
 	}
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
@@ -204,8 +206,8 @@ func (c *Conn) Close() error {
 	c.qBytes = 0
 	c.mu.Unlock()
 	close(c.closedCh)
-	c.rd.set(time.Time{}) // stop the deadline timers
-	c.wd.set(time.Time{})
+	c.rd.Set(time.Time{}) // stop the deadline timers
+	c.wd.Set(time.Time{})
 	return nil
 }
 
@@ -234,7 +236,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if c.closing.Load() {
 		return c.opError("set", net.ErrClosed)
 	}
-	c.rd.set(t)
+	c.rd.Set(t)
 	return nil
 }
 
@@ -244,7 +246,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	if c.closing.Load() {
 		return c.opError("set", net.ErrClosed)
 	}
-	c.wd.set(t)
+	c.wd.Set(t)
 	return nil
 }
 
@@ -266,59 +268,4 @@ func (c *Conn) SetWriteBuffer(bytes int) error { return nil }
 
 func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "udp", Source: c.LocalAddr(), Err: err}
-}
-
-// A deadline is a channel that closes when a time passes, as in net.Pipe.
-// Using time.AfterFunc keeps it on the bubble's clock under synctest.
-type deadline struct {
-	mu     sync.Mutex // protects the fields below
-	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline passes
-}
-
-func makeDeadline() deadline { return deadline{cancel: make(chan struct{})} }
-
-// set arms the deadline for t; the zero t disarms it.
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.cancel // the timer fired: wait for it to close cancel
-	}
-	d.timer = nil
-
-	closed := isClosedChan(d.cancel)
-	if t.IsZero() {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		cancel := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(cancel) })
-		return
-	}
-	if !closed {
-		close(d.cancel)
-	}
-}
-
-// wait returns a channel that is closed when the deadline passes.
-func (d *deadline) wait() chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancel
-}
-
-func isClosedChan(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/parley-p2p/parley/internal/deadline"
 )
 
 // VirtualPrefix holds the virtual addresses a Mux gives relay channels:
@@ -42,7 +44,7 @@ type Mux struct {
 
 	in         chan muxPacket
 	bufs       bufPool
-	rdl        deadline
+	rdl        deadline.Deadline
 	done       chan struct{} // closed by Close
 	readerDone chan struct{}
 	dead       chan struct{} // closed when the socket fails
@@ -75,7 +77,7 @@ func NewMux(pc net.PacketConn, c *Client) *Mux {
 		pc:         pc,
 		c:          c,
 		in:         make(chan muxPacket, muxQueue),
-		rdl:        makeDeadline(),
+		rdl:        deadline.New(),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		dead:       make(chan struct{}),
@@ -269,7 +271,7 @@ func (m *Mux) push(b []byte, from netip.AddrPort) {
 // channel's virtual address.
 func (m *Mux) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 	select {
-	case <-m.rdl.wait():
+	case <-m.rdl.Wait():
 		return 0, netip.AddrPort{}, m.opErr("read", os.ErrDeadlineExceeded)
 	default:
 	}
@@ -278,7 +280,7 @@ func (m *Mux) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 		n := copy(b, (*p.bp)[:p.n])
 		m.bufs.put(p.bp)
 		return n, p.from, nil
-	case <-m.rdl.wait():
+	case <-m.rdl.Wait():
 		return 0, netip.AddrPort{}, m.opErr("read", os.ErrDeadlineExceeded)
 	case <-m.done:
 		return 0, netip.AddrPort{}, m.opErr("read", net.ErrClosed)
@@ -355,7 +357,7 @@ func (m *Mux) Close() error {
 	m.pc.SetReadDeadline(time.Unix(1, 0))
 	<-m.readerDone
 	m.pc.SetReadDeadline(time.Time{})
-	m.rdl.set(time.Time{})
+	m.rdl.Set(time.Time{})
 	for {
 		select {
 		case p := <-m.in:
@@ -376,61 +378,10 @@ func (m *Mux) SetDeadline(t time.Time) error { return m.SetReadDeadline(t) }
 // error satisfying errors.Is(err, os.ErrDeadlineExceeded). Zero means
 // never.
 func (m *Mux) SetReadDeadline(t time.Time) error {
-	m.rdl.set(t)
+	m.rdl.Set(t)
 	return nil
 }
 
 // SetWriteDeadline is accepted and ignored: writes do not block (UDP), or
 // block only on a TCP channel's connection.
 func (m *Mux) SetWriteDeadline(t time.Time) error { return nil }
-
-// deadline is a read deadline that wakes waiting readers, after net.Pipe's.
-type deadline struct {
-	mu     sync.Mutex // protects the fields below
-	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline passes
-}
-
-func makeDeadline() deadline { return deadline{cancel: make(chan struct{})} }
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.cancel // the timer fired: wait for it to close cancel
-	}
-	d.timer = nil
-	closed := isClosed(d.cancel)
-	if t.IsZero() {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		cancel := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(cancel) })
-		return
-	}
-	if !closed {
-		close(d.cancel)
-	}
-}
-
-func (d *deadline) wait() chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancel
-}
-
-func isClosed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
