@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/parley-p2p/parley/apps/appmux"
 	"github.com/parley-p2p/parley/apps/tunnel"
+	"github.com/parley-p2p/parley/internal/sshtest"
 	"github.com/parley-p2p/parley/transport"
 )
 
@@ -44,88 +44,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need skips the test when a program is missing, except in CI where it
-// fails.
-func need(t *testing.T, path string) string {
-	p, err := exec.LookPath(path)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing (install openssh-server and openssh-client)", path)
-		}
-		t.Skipf("%s is missing: install openssh-server and openssh-client to run this test", path)
-	}
-	return p
-}
-
-func run(t *testing.T, ctx context.Context, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.CommandContext(ctx, name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
 // TestSSH runs a real ssh client against a real sshd on loopback, with a
 // tunnel over a transport session as its ProxyCommand: what
 // `ssh -o ProxyCommand='parley connect %h:22' bob` does.
 func TestSSH(t *testing.T) {
-	sshd := need(t, "/usr/sbin/sshd")
-	ssh := need(t, "ssh")
-	keygen := need(t, "ssh-keygen")
 	if proxyCmdErr != nil {
 		t.Fatal(proxyCmdErr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	if os.Geteuid() == 0 {
-		// sshd running as root insists on its privilege separation
-		// directory, which the service unit would create.
-		os.MkdirAll("/run/sshd", 0o755)
-	}
-	hostKey := filepath.Join(dir, "host_ed25519")
-	clientKey := filepath.Join(dir, "id_ed25519")
-	run(t, ctx, keygen, "-q", "-t", "ed25519", "-N", "", "-f", hostKey)
-	run(t, ctx, keygen, "-q", "-t", "ed25519", "-N", "", "-f", clientKey)
-	pub, err := os.ReadFile(clientKey + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hostPub, err := os.ReadFile(hostKey + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The client checks the host key strictly: the tunnel must reach this
-	// sshd and no other.
-	if err := os.WriteFile(filepath.Join(dir, "known_hosts"), []byte("bob "+string(hostPub)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	port := startSSHD(t, ctx, sshd, dir, hostKey)
+	srv := sshtest.Start(t, ctx, "bob")
 
 	// bob: a transport listener on loopback serving tunnels to sshd only.
 	var policy tunnel.Ports
-	policy.Expose(port)
+	policy.Expose(srv.Port)
 	addr, key := serveListener(t, &policy)
 
-	proxy := fmt.Sprintf("%s %s %s %d", proxyCmd, addr, key, port)
-	cmd := exec.CommandContext(ctx, ssh, "-F", "/dev/null",
-		"-i", clientKey,
-		"-o", "IdentitiesOnly=yes",
-		"-o", "BatchMode=yes",
-		"-o", "StrictHostKeyChecking=yes",
-		"-o", "UserKnownHostsFile="+filepath.Join(dir, "known_hosts"),
-		"-o", "ProxyCommand="+proxy,
-		"-o", "ConnectTimeout=20",
-		"-l", u.Username,
-		"bob", "echo", "hello")
-	out, err := cmd.CombinedOutput()
+	proxy := fmt.Sprintf("%s %s %s %d", proxyCmd, addr, key, srv.Port)
+	out, err := exec.CommandContext(ctx, srv.SSH, srv.Args(proxy, "bob", "echo", "hello")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ssh: %v\n%s", err, out)
 	}
@@ -135,68 +71,9 @@ func TestSSH(t *testing.T) {
 
 	// A port bob does not expose: ssh fails, and the proxy says why.
 	refused := fmt.Sprintf("%s %s %s %d", proxyCmd, addr, key, 25)
-	out, err = exec.CommandContext(ctx, ssh, "-F", "/dev/null", "-o", "BatchMode=yes",
-		"-o", "ProxyCommand="+refused, "bob", "true").CombinedOutput()
+	out, err = exec.CommandContext(ctx, srv.SSH, srv.Args(refused, "bob", "true")...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "does not expose port 25") {
 		t.Fatalf("ssh to an unexposed port: %v\n%s", err, out)
-	}
-}
-
-// startSSHD runs sshd in the foreground on a free loopback port until the
-// test ends, and waits until it accepts connections.
-func startSSHD(t *testing.T, ctx context.Context, sshd, dir, hostKey string) uint16 {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uint16(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
-	config := filepath.Join(dir, "sshd_config")
-	conf := fmt.Sprintf(`ListenAddress 127.0.0.1
-HostKey %s
-AuthorizedKeysFile %s
-PidFile %s
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-`, hostKey, filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd.pid"))
-	if err := os.WriteFile(config, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(sshd, "-D", "-e", "-f", config, "-p", fmt.Sprint(port))
-	var logs strings.Builder
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", logs.String())
-		}
-	})
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-			return port
-		}
-		select {
-		case <-exited:
-			t.Fatalf("sshd exited: %s", logs.String())
-		case <-ctx.Done():
-			t.Fatalf("sshd did not listen: %v", err)
-		case <-time.After(20 * time.Millisecond): // polling a condition, with the deadline above
-		}
 	}
 }
 
