@@ -70,7 +70,6 @@ const (
 	kindPathChallenge
 	kindPathResponse
 	kindDatagram
-	kindClose
 )
 
 // controlFrame is a frame other than STREAM and ACK waiting to be sent.
@@ -222,7 +221,7 @@ type Session struct {
 	lastSent      time.Time
 	closeAt       time.Time
 	lastCloseSent time.Time
-	closeFrame    controlFrame
+	closeCode     ErrorCode
 	maxIncoming   uint64 // cumulative streams the peer may open (we granted)
 	peerOpened    uint64 // streams the peer opened so far
 	timer         *time.Timer

@@ -368,10 +368,7 @@ func (s *Session) sendProbe(pr *probe, now time.Time) {
 	randRead(pr.p.challenge[:])
 	pr.p.challengeSent = now
 	pr.sent++
-	buf := s.outBuf(pr.p)
-	pn := s.nextPN
-	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
-	buf = hdr.Append(buf)
+	buf, pn := s.startPacket(pr.p)
 	f := wire.PathChallengeFrame{Data: pr.p.challenge}
 	buf = f.Append(buf)
 	s.seal(buf, pn, now, false, nil, pr.p)
@@ -726,7 +723,7 @@ func (s *Session) closeLocal(req closeRequest, now time.Time) {
 		return
 	}
 	s.setCloseErr(&SessionError{Code: req.code, Reason: req.reason})
-	s.closeFrame = controlFrame{kind: kindClose, v: uint64(req.code)}
+	s.closeCode = req.code
 	s.closeReason = req.reason
 	s.setState(stateClosing)
 	s.closeAt = now.Add(closeLingerPTOs * s.pto())

@@ -82,10 +82,7 @@ func (s *Session) hasWork() bool {
 // ACK; probe forces an ack-eliciting packet (a PING if nothing else). It
 // reports whether a packet was sent.
 func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
-	buf := s.outBuf(s.cur)
-	pn := s.nextPN
-	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
-	buf = hdr.Append(buf)
+	buf, pn := s.startPacket(s.cur)
 	limit := s.cfg.MaxPacketSize - aead.Overhead
 	if pm := int(s.peerParams.MaxUDPPayloadSize); pm >= 1200 && pm < s.cfg.MaxPacketSize {
 		limit = pm - aead.Overhead
@@ -353,10 +350,7 @@ func (s *Session) sendPathResponses(now time.Time) {
 	s.mu.Unlock()
 	for _, c := range others {
 		tmp := newPath(c.to, false)
-		buf := s.outBuf(tmp)
-		pn := s.nextPN
-		hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
-		buf = hdr.Append(buf)
+		buf, pn := s.startPacket(tmp)
 		f := wire.PathResponseFrame{Data: c.data}
 		buf = f.Append(buf)
 		s.seal(buf, pn, now, false, nil, tmp)
@@ -366,18 +360,22 @@ func (s *Session) sendPathResponses(now time.Time) {
 // sendClose sends a packet holding only the CLOSE frame.
 func (s *Session) sendClose(now time.Time) {
 	defer s.flush()
-	buf := s.outBuf(s.cur)
-	pn := s.nextPN
-	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: pn}
-	buf = hdr.Append(buf)
+	buf, pn := s.startPacket(s.cur)
 	reason := s.closeReason
 	if max := s.cfg.MaxPacketSize - aead.Overhead - len(buf) - 20; len(reason) > max {
 		reason = reason[:max]
 	}
-	f := wire.CloseFrame{ErrorCode: ErrorCode(s.closeFrame.v), Reason: reason}
+	f := wire.CloseFrame{ErrorCode: s.closeCode, Reason: reason}
 	buf = f.Append(buf)
 	s.lastCloseSent = now
 	s.seal(buf, pn, now, false, nil, s.cur)
+}
+
+// startPacket begins a data packet to p at the end of the pending batch:
+// it returns the buffer holding the header and the packet's number.
+func (s *Session) startPacket(p *path) ([]byte, uint64) {
+	hdr := wire.DataHeader{KeyPhase: s.sealer.KeyPhase(), DestCID: s.remoteCID, PacketNumber: s.nextPN}
+	return hdr.Append(s.outBuf(p)), s.nextPN
 }
 
 // outBuf returns an empty slice at the end of the pending batch with room
