@@ -72,7 +72,12 @@ type offerRequest struct {
 	RTTs       []rttJSON `json:"rtts"`
 	Relay      string    `json:"relay,omitempty"`
 	Ticket     string    `json:"ticket,omitempty"`
+	NAT        string    `json:"nat,omitempty"`
 }
+
+// natKinds are the NAT types an offer may state: what the sender learnt of
+// its own network by STUN. The peer uses it to choose how to punch.
+var natKinds = map[string]bool{"public": true, "endpoint-independent": true, "symmetric": true, "udp-blocked": true, "unknown": true}
 
 type offerEvent struct {
 	Type       string    `json:"type"`
@@ -84,6 +89,7 @@ type offerEvent struct {
 	RTTs       []rttJSON `json:"rtts"`
 	Relay      string    `json:"relay,omitempty"`
 	Ticket     string    `json:"ticket,omitempty"`
+	NAT        string    `json:"nat,omitempty"`
 }
 
 func parseAddrPort(s string) (netip.AddrPort, error) {
@@ -125,6 +131,9 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess session) *ap
 			return errorf(http.StatusBadRequest, codeInvalidRequest, "bad RTT entry")
 		}
 	}
+	if req.NAT != "" && !natKinds[req.NAT] {
+		return errorf(http.StatusBadRequest, codeInvalidRequest, `nat must be "public", "endpoint-independent", "symmetric", "udp-blocked" or "unknown"`)
+	}
 	if req.Relay != "" {
 		if _, ok := parseKey(req.Relay); !ok {
 			return errorf(http.StatusBadRequest, codeInvalidKey, "relay must be a device key")
@@ -150,7 +159,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess session) *ap
 		req.RTTs = []rttJSON{}
 	}
 	ev := offerEvent{Type: evOffer, From: sess.username, FromDevice: keyString(sess.deviceKey), Kind: req.Kind,
-		Session: req.Session, Candidates: req.Candidates, RTTs: req.RTTs, Relay: req.Relay, Ticket: req.Ticket}
+		Session: req.Session, Candidates: req.Candidates, RTTs: req.RTTs, Relay: req.Relay, Ticket: req.Ticket, NAT: req.NAT}
 	s.publish(ctx, broadcast{Event: mustJSON(ev), Devices: []int64{d.ID}})
 	s.m.offers.Inc()
 	s.stats.offer(s.now())

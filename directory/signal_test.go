@@ -32,13 +32,13 @@ func testPresenceAndOffer(t *testing.T, newEnv envMaker) {
 	}
 	relay := newKey(t)
 	offer := client.Offer{To: bKey, Kind: "offer", Session: "s1", Candidates: []string{"192.0.2.1:4000", "[2001:db8::1]:4000"},
-		RTTs: []client.RTT{{Relay: relay, MS: 12.5}}, Relay: &relay}
+		RTTs: []client.RTT{{Relay: relay, MS: 12.5}}, Relay: &relay, NAT: "symmetric"}
 	if err := a.SendOffer(ctx, offer); err != nil {
 		t.Fatal(err)
 	}
 	ev = nextEvent(t, bs, "offer")
 	if ev.From != "alice" || *ev.FromDevice != aKey || ev.Kind != "offer" || ev.Session != "s1" || len(ev.Candidates) != 2 ||
-		ev.RTTs[0].Relay != relay || ev.RTTs[0].MS != 12.5 || *ev.Relay != relay {
+		ev.RTTs[0].Relay != relay || ev.RTTs[0].MS != 12.5 || *ev.Relay != relay || ev.NAT != "symmetric" {
 		t.Fatalf("offer event %s", ev.Raw)
 	}
 	// Answer back.
@@ -51,6 +51,8 @@ func testPresenceAndOffer(t *testing.T, newEnv envMaker) {
 	err := a.SendOffer(ctx, client.Offer{To: bKey, Kind: "bogus", Session: "s"})
 	wantStatus(t, err, 400, "invalid_request")
 	err = a.SendOffer(ctx, client.Offer{To: bKey, Kind: "offer", Session: "s", Candidates: []string{"not an address"}})
+	wantStatus(t, err, 400, "invalid_request")
+	err = a.SendOffer(ctx, client.Offer{To: bKey, Kind: "offer", Session: "s", NAT: "cone-ish"})
 	wantStatus(t, err, 400, "invalid_request")
 	// Offline device.
 	bs.Close()

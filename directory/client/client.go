@@ -341,6 +341,9 @@ type Offer struct {
 	RTTs       []RTT    `json:"rtts"`
 	Relay      *Key     `json:"relay,omitempty"`
 	Ticket     []byte   `json:"ticket,omitempty"`
+	// NAT is the sender's NAT type as it learnt it by STUN: "public",
+	// "endpoint-independent", "symmetric", "udp-blocked" or "unknown".
+	NAT string `json:"nat,omitempty"`
 }
 
 // SendOffer passes o to a device of a mutual contact.
@@ -484,6 +487,7 @@ type Event struct {
 	RTTs       []RTT     `json:"rtts,omitempty"`
 	Relay      *Key      `json:"relay,omitempty"`
 	Ticket     []byte    `json:"ticket,omitempty"`
+	NAT        string    `json:"nat,omitempty"`
 	Code       int       `json:"code,omitempty"`
 	Reason     string    `json:"reason,omitempty"`
 	// Raw is the event as received.
