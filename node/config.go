@@ -67,6 +67,10 @@ type Config struct {
 	// Transport tunes the sessions; nil means the transport's defaults.
 	// Its PrivateKey and AcceptPeer are set by the Node.
 	Transport *transport.Config
+	// SweepRate is the pings per second of a port sweep towards a peer
+	// behind a symmetric NAT when we are behind an endpoint-independent
+	// one (sweep.go); zero means 32,768, negative turns sweeps off.
+	SweepRate int
 	// PunchTimeout bounds hole punching; zero means 5 s.
 	PunchTimeout time.Duration
 	// RefreshInterval is how often the daemon checks its reflexive address

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,7 +62,8 @@ type peer struct {
 	punches    map[*punch]struct{}
 	opened     map[string]chan struct{} // per offer we answered: closed when the offerer says it opened
 	peerRTTs   []client.RTT             // the peer's RTTs to supernodes, from its last offer or answer
-	peerNAT    string                   // as the peer told us over infoService
+	peerNAT    string                   // as the peer told us in signalling or over infoService
+	lastSweep  time.Time                // when we last swept its ports (sweep.go)
 	why        string                   // why there is no direct session, for status
 }
 
@@ -457,6 +459,7 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	p.answers[id] = ans
 	cands := n.offeredCandidatesLocked()
 	rtts := n.rttVectorLocked()
+	nat := n.nat
 	dc, up := n.dc, n.serverUp
 	cached := parseCandidates([]string{p.lastDirect}, p.endpoints)
 	n.mu.Unlock()
@@ -477,12 +480,13 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	if dc != nil && up {
 		octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 		err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
-			Candidates: addrStrings(cands), RTTs: rtts})
+			Candidates: addrStrings(cands), RTTs: rtts, NAT: nat})
 		if err == nil {
 			select {
 			case ev := <-ans:
 				remote, signalled = parseCandidates(ev.Candidates), true
 				peerRTTs = ev.RTTs
+				n.notePeerNAT(p, ev.NAT)
 			case <-octx.Done():
 			}
 		}
@@ -513,6 +517,7 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	n.mu.Unlock()
 	if signalled {
 		opt.opened = n.sayOpened(dc, p, id)
+		opt.sweep = n.sweepFor(p, remote)
 	}
 	return n.establish(ctx, p, remote, dialer, peerRTTs, id, opt)
 }
@@ -684,6 +689,16 @@ func (n *Node) relayedWhy(remote []netip.AddrPort, errs []error) string {
 	return "direct probes not answered yet"
 }
 
+// notePeerNAT records the NAT type the peer stated in an offer or answer.
+func (n *Node) notePeerNAT(p *peer, nat string) {
+	if nat == "" {
+		return
+	}
+	n.mu.Lock()
+	p.peerNAT = nat
+	n.mu.Unlock()
+}
+
 func (n *Node) setWhy(p *peer, why string) {
 	n.mu.Lock()
 	p.why = why
@@ -739,11 +754,13 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		return
 	}
 	n.ensureSupernodes(ctx)
+	n.notePeerNAT(p, ev.NAT)
 	remote := parseCandidates(ev.Candidates)
 	gate := make(chan struct{})
 	n.mu.Lock()
 	cands := n.offeredCandidatesLocked()
 	rtts := n.rttVectorLocked()
+	nat := n.nat
 	dc := n.dc
 	cur := p.liveLocked()
 	connecting := p.connecting
@@ -765,11 +782,11 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		n.sendOpeners(p, nil, remote, ttls)
 	}
 	if err := dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "answer", Session: ev.Session,
-		Candidates: addrStrings(cands), RTTs: rtts}); err != nil {
+		Candidates: addrStrings(cands), RTTs: rtts, NAT: nat}); err != nil {
 		n.log.Info("answer offer", "device", key.Short(), "err", err)
 		return
 	}
-	opt := punchOpts{gate: gate}
+	opt := punchOpts{gate: gate, sweep: n.sweepFor(p, remote)}
 	switch {
 	case cur != nil:
 		// The peer re-punches: its NAT mapping changed, or it retries a
@@ -882,6 +899,7 @@ func (n *Node) repunchPeer(p *peer) {
 	dc, up := n.dc, n.serverUp
 	cands := n.offeredCandidatesLocked()
 	rtts := n.rttVectorLocked()
+	nat := n.nat
 	n.mu.Unlock()
 	if dc == nil || !up || n.cfg.RelayOnly {
 		return
@@ -900,18 +918,21 @@ func (n *Node) repunchPeer(p *peer) {
 		octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 		defer cancel()
 		if err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
-			Candidates: addrStrings(cands), RTTs: rtts}); err != nil {
+			Candidates: addrStrings(cands), RTTs: rtts, NAT: nat}); err != nil {
 			return
 		}
 		select {
 		case ev := <-ans:
+			n.notePeerNAT(p, ev.NAT)
+			remote := parseCandidates(ev.Candidates)
 			n.mu.Lock()
 			s := p.liveLocked()
 			p.peerRTTs = ev.RTTs
 			opt := punchOpts{openTTLs: n.openTTLsLocked(false), opened: n.sayOpened(dc, p, id)}
 			n.mu.Unlock()
+			opt.sweep = n.sweepFor(p, remote)
 			if s != nil {
-				n.movePath(ctx, p, s, parseCandidates(ev.Candidates), opt)
+				n.movePath(ctx, p, s, remote, opt)
 			}
 		case <-octx.Done():
 		}
@@ -949,6 +970,9 @@ type punchOpts struct {
 	// passes. The answerer of an offer waits so; it still answers the
 	// peer's probes at once.
 	gate <-chan struct{}
+	// sweep, if valid, is the peer's public address, whose ports the
+	// punch sweeps (sweep.go) once the gate opens.
+	sweep netip.Addr
 }
 
 // openerWait bounds how long the answerer of an offer waits for the
@@ -956,17 +980,22 @@ type punchOpts struct {
 const openerWait = time.Second
 
 // addAddr adds a peer address learnt from an authenticated probe.
+//
+// The first ping heard also starts a probe round at once, even from a known
+// address: it is the moment the peer's NAT opened towards us (after a port
+// sweep, say), and waiting for the next round would waste up to a second.
 func (pu *punch) addAddr(a netip.AddrPort) {
-	pu.once.Do(func() { close(pu.heard) })
+	first := false
+	pu.once.Do(func() { close(pu.heard); first = true })
 	pu.mu.Lock()
-	for _, b := range pu.addrs {
-		if a == b {
-			pu.mu.Unlock()
-			return
-		}
+	known := slices.Contains(pu.addrs, a)
+	if !known {
+		pu.addrs = append(pu.addrs, a)
 	}
-	pu.addrs = append(pu.addrs, a)
 	pu.mu.Unlock()
+	if known && !first {
+		return
+	}
 	select {
 	case pu.added <- struct{}{}:
 	default:
@@ -1042,6 +1071,19 @@ func (n *Node) punch(ctx context.Context, p *peer, remote []netip.AddrPort, opt 
 			return netip.AddrPort{}, 0, ctx.Err()
 		}
 		wait.Stop()
+	}
+	if opt.sweep.IsValid() {
+		var pr probe
+		pr.Type, pr.Pair = probeTypePing, p.pairID
+		rand.Read(pr.Tx[:])
+		pu.mu.Lock()
+		pu.sent[pr.Tx] = time.Now()
+		pu.mu.Unlock()
+		ping := appendProbe(nil, pr, &p.pairKey, n.pub)
+		sctx, stop := context.WithCancel(ctx)
+		defer stop()
+		n.log.Debug("port sweep", "device", p.key.Short(), "target", opt.sweep)
+		go n.sweep(sctx, opt.sweep, ping)
 	}
 	interval := 100 * time.Millisecond
 	t := time.NewTimer(0)

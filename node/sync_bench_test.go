@@ -22,16 +22,18 @@ import (
 func TestSyncConnectTimes(t *testing.T) {
 	type scenario struct {
 		name     string
-		a, b     [2]natlab.Behavior // mapping, filtering; zero: public
+		a, b     *[2]natlab.Behavior // mapping, filtering; nil: public
 		direct   bool
 		relayOut bool // cut alice's route to bob at first: relayed first
 	}
-	eim := [2]natlab.Behavior{natlab.EndpointIndependent, natlab.AddressAndPortDependent}
-	sym := [2]natlab.Behavior{natlab.AddressAndPortDependent, natlab.AddressAndPortDependent}
-	var pub [2]natlab.Behavior
+	eim := &[2]natlab.Behavior{natlab.EndpointIndependent, natlab.AddressAndPortDependent}
+	sym := &[2]natlab.Behavior{natlab.AddressAndPortDependent, natlab.AddressAndPortDependent}
+	var pub *[2]natlab.Behavior
 	scenarios := []scenario{
 		{name: "public–EIM", a: pub, b: eim, direct: true},
 		{name: "EIM–EIM", a: eim, b: eim, direct: true},
+		{name: "EIM–symmetric", a: eim, b: sym, direct: true},
+		{name: "symmetric–EIM", a: sym, b: eim, direct: true},
 		{name: "symmetric–symmetric (relayed)", a: sym, b: sym},
 	}
 	var table strings.Builder
@@ -42,8 +44,8 @@ func TestSyncConnectTimes(t *testing.T) {
 				wd := newSyncWorld(t, syncWorldConfig{Link: wanLink, ServerDelay: 12500 * time.Microsecond})
 				dir := t.TempDir()
 				wd.startSupernode("carol", dir)
-				host := func(name string, nb [2]natlab.Behavior) *natlab.Host {
-					if nb[0] == 0 {
+				host := func(name string, nb *[2]natlab.Behavior) *natlab.Host {
+					if nb == nil {
 						return wd.publicHost(name)
 					}
 					h, _ := wd.natHost(name, nb[0], nb[1])
@@ -74,6 +76,7 @@ func TestSyncConnectTimes(t *testing.T) {
 					ds = direct.String()
 				}
 				fmt.Fprintf(&table, "| %s | %v | %s | %s |\n", sc.name, first, pathThen, ds)
+				t.Logf("%s || %s", contactStatus(a, "bob"), contactStatus(b, "alice"))
 				if sc.direct && direct < 0 {
 					t.Errorf("%s: not direct after 10 s", sc.name)
 				}
