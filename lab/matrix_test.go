@@ -28,10 +28,10 @@ import (
 // direct or relayed, the time to the first message and the time until the
 // session was direct, and checks what this kernel allows:
 //
-//   - a pair with a public side, or two EIM sides, ends direct (the EIM
-//     pair thanks to the openers, see node/opener.go);
-//   - EIM with symmetric cannot be direct: the symmetric side's probes come
-//     from a port the EIM router never sent to, and Linux masquerade
+//   - a pair with a public or an EIM side ends direct: two EIM sides
+//     thanks to the openers (node/opener.go); EIM with symmetric thanks to
+//     the port sweep (node/sweep.go), since the symmetric side's probes
+//     come from a port the EIM router never sent to, and Linux masquerade
 //     filters by address and port (doc.go, TestPunchSymmetric);
 //   - symmetric with symmetric cannot be direct;
 //   - a UDP-blocked side is relayed over TCP.
@@ -125,7 +125,8 @@ func TestMatrix(t *testing.T) {
 		{"pub2", "sym1", true, ""},
 		{"pub1", "blk1", false, "UDP blocked"},
 		{"eim1", "eim2", true, ""},
-		{"eim2", "sym2", false, "EIM filters by address and port; the symmetric side's probes come from unannounced ports"},
+		{"eim2", "sym2", true, ""},
+		{"sym1", "eim1", true, ""}, // the symmetric side offers
 		{"eim1", "blk2", false, "UDP blocked"},
 		{"sym1", "sym2", false, "symmetric on both sides"},
 		{"sym2", "blk1", false, "UDP blocked"},

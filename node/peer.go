@@ -518,6 +518,9 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	if signalled {
 		opt.opened = n.sayOpened(dc, p, id)
 		opt.sweep = n.sweepFor(p, remote)
+		if opt.quietTTL = n.quietTTLFor(p); opt.quietTTL > 0 {
+			opt.openTTLs = []int{opt.quietTTL}
+		}
 	}
 	return n.establish(ctx, p, remote, dialer, peerRTTs, id, opt)
 }
@@ -786,7 +789,7 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		n.log.Info("answer offer", "device", key.Short(), "err", err)
 		return
 	}
-	opt := punchOpts{gate: gate, sweep: n.sweepFor(p, remote)}
+	opt := punchOpts{gate: gate, sweep: n.sweepFor(p, remote), quietTTL: n.quietTTLFor(p)}
 	switch {
 	case cur != nil:
 		// The peer re-punches: its NAT mapping changed, or it retries a
@@ -931,6 +934,9 @@ func (n *Node) repunchPeer(p *peer) {
 			opt := punchOpts{openTTLs: n.openTTLsLocked(false), opened: n.sayOpened(dc, p, id)}
 			n.mu.Unlock()
 			opt.sweep = n.sweepFor(p, remote)
+			if opt.quietTTL = n.quietTTLFor(p); opt.quietTTL > 0 {
+				opt.openTTLs = []int{opt.quietTTL}
+			}
 			if s != nil {
 				n.movePath(ctx, p, s, remote, opt)
 			}
@@ -973,6 +979,11 @@ type punchOpts struct {
 	// sweep, if valid, is the peer's public address, whose ports the
 	// punch sweeps (sweep.go) once the gate opens.
 	sweep netip.Addr
+	// quietTTL, if positive, is the IP TTL of our probes until the first
+	// ping from the peer arrives, and our only opener TTL: the symmetric
+	// side of a sweep keeps its probes from reaching the peer's NAT
+	// (sweep.go).
+	quietTTL int
 }
 
 // openerWait bounds how long the answerer of an offer waits for the
@@ -999,6 +1010,16 @@ func (pu *punch) addAddr(a netip.AddrPort) {
 	select {
 	case pu.added <- struct{}{}:
 	default:
+	}
+}
+
+// heard reports whether the punch has had a ping from the peer.
+func heard(pu *punch) bool {
+	select {
+	case <-pu.heard:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -1101,6 +1122,10 @@ func (n *Node) punch(ctx context.Context, p *peer, remote []netip.AddrPort, opt 
 			pu.sent[pr.Tx] = time.Now()
 			pu.mu.Unlock()
 			buf = appendProbe(buf[:0], pr, &p.pairKey, n.pub)
+			if opt.quietTTL > 0 && !heard(pu) {
+				writeTTL(n.pc, buf, a, opt.quietTTL)
+				continue
+			}
 			n.mux.WriteToUDPAddrPort(buf, a)
 		}
 	}

@@ -27,6 +27,14 @@ import (
 // sweeps only after the offerer said it opened; the offerer only after the
 // answer, which the symmetric answerer sends after its openers.
 //
+// The peer must also not send probes that reach our NAT before our sweep
+// reaches its port: a bare Linux router keeps an entry for each such
+// unsolicited probe, and our sweep's ping to that port, clashing with it,
+// would leave from a new port the peer's NAT does not expect. So the
+// symmetric side probes with the opener TTL (opener.go), which passes its
+// own NAT and dies before ours, until our first ping arrives; it answers
+// pings at full TTL, as always.
+//
 // A sweep is the whole range a Linux NAT picks random ports from,
 // 1024–65535, in a random order, at Config.SweepRate pings a second: at the
 // default 32,768 a second, 64,512 pings of 88 bytes on the wire (5.7 MB)
@@ -56,6 +64,18 @@ func sweepTarget(ourNAT, peerNAT string, remote []netip.AddrPort) netip.Addr {
 		return netip.Addr{}
 	}
 	return a
+}
+
+// quietTTLFor is the TTL our probes towards p keep until p's first ping
+// arrives: the opener TTL when p will sweep our ports (we are symmetric,
+// it is endpoint-independent), else 0 (full TTL).
+func (n *Node) quietTTLFor(p *peer) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cfg.RelayOnly || n.nat != "symmetric" || p.peerNAT != "endpoint-independent" {
+		return 0
+	}
+	return openerTTLFirst
 }
 
 // sweepRate is the sweep's pings per second; 0 when sweeps are off.
