@@ -219,11 +219,22 @@
 // there: both connect. Strict fails. Symmetric to Symmetric never connects
 // directly with these strategies: the baseline that relaying must beat.
 //
+// EIM to Symmetric does connect with a port sweep (node/sweep.go, seen in
+// TestMatrix): the symmetric side sends only TTL-2 packets (openers, then
+// probes), which make its mapping towards the EIM side's public port and
+// die before the EIM router; the EIM side then pings every port of the
+// symmetric side's public address from its one socket. The ping that hits
+// the mapping is the mapping's reply direction and gets in; its pong gets
+// back through the entry the ping made. The short TTL matters: a full-TTL
+// probe from the symmetric side reaching the bare EIM router first leaves
+// an entry there, and the sweep's ping to that very port clashes with it
+// and is sent from another port (seen: the sweep ran twice and missed).
+//
 // For the daemon: accept authenticated probes from any address and answer
 // them where they came from; treat the address a probe arrives from as a
 // new candidate; open with a short-TTL probe and exchange "opened" through
-// signalling before probing in earnest; keep the relay path for Symmetric
-// on either side (unless the other side is full cone or public). Use
+// signalling before probing in earnest; sweep a Symmetric side's ports
+// from an EIM one; keep the relay path for Symmetric on both sides. Use
 // unconnected UDP sockets: bare routers answer early probes with ICMP port
 // unreachable, which conntrack forwards to the host as RELATED and which a
 // connected socket would report as ECONNREFUSED.
