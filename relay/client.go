@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -85,6 +86,7 @@ type chanKey struct {
 
 // allocWait is an outstanding ALLOCATE.
 type allocWait struct {
+	ticket  []byte
 	expires int64 // the ticket's, to match the ALLOCATED
 	res     chan allocResult
 }
@@ -167,6 +169,8 @@ type Channel struct {
 	ticket []byte
 	closed atomic.Bool
 
+	peerReady chan struct{} // closed when the peer is first known bound
+
 	mu        sync.Mutex // protects the fields below
 	expires   time.Time
 	remaining uint64
@@ -196,13 +200,17 @@ func (ch *Channel) Expires() time.Time {
 	return ch.expires
 }
 
-// PeerBound reports whether the other side had allocated when the relay
-// last answered (the latest Allocate or Refresh).
+// PeerBound reports whether the other side has allocated, as the relay
+// said in an answer to an Allocate or Refresh, or in the ALLOCATED it sends
+// when the other side binds. Sides never unbind, so once true it stays.
 func (ch *Channel) PeerBound() bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	return ch.peerBound
 }
+
+// PeerReady is closed once PeerBound is true.
+func (ch *Channel) PeerReady() <-chan struct{} { return ch.peerReady }
 
 // Remaining is the byte budget the relay reported in its latest answer,
 // and Rate its rate limit in bytes per second.
@@ -217,8 +225,12 @@ func (ch *Channel) update(a allocatedBody) {
 	ch.expires = a.expiry()
 	ch.remaining = a.remaining
 	ch.rate = a.rate
-	ch.peerBound = a.peerBound
+	ready := a.peerBound && !ch.peerBound
+	ch.peerBound = ch.peerBound || a.peerBound
 	ch.mu.Unlock()
+	if ready {
+		close(ch.peerReady)
+	}
 }
 
 // Send sends b to the other side through the relay, as one SEND. The relay
@@ -338,7 +350,7 @@ func (c *Client) Allocate(ctx context.Context, relay netip.AddrPort, side byte, 
 	}
 	defer func() { <-sem }()
 
-	w := &allocWait{expires: t.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
+	w := &allocWait{ticket: tk, expires: t.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
 	c.mu.Lock()
 	c.waits[relay] = w
 	c.mu.Unlock()
@@ -393,7 +405,8 @@ func (c *Client) bind(k chanKey, t *clientTCP, side byte, tk []byte, a allocated
 		ch = c.chans[k]
 	}
 	if ch == nil || ch.closed.Load() {
-		ch = &Channel{c: c, relay: k.relay, tcp: t, id: k.id, side: side, ticket: append([]byte(nil), tk...)}
+		ch = &Channel{c: c, relay: k.relay, tcp: t, id: k.id, side: side, ticket: append([]byte(nil), tk...),
+			peerReady: make(chan struct{})}
 		if t != nil {
 			t.chans[k.id] = ch
 		} else {
@@ -429,8 +442,9 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 	case TypeAllocated, TypeError:
 		c.mu.RLock()
 		w := c.waits[from]
+		ch := c.chans[chanKey{from, h.channel}]
 		c.mu.RUnlock()
-		c.answer(w, h, body)
+		c.answer(w, ch, h, body)
 	case TypePong:
 		c.pong(body)
 	default:
@@ -439,7 +453,26 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 }
 
 // answer passes an ALLOCATED or ERROR to the outstanding ALLOCATE w.
-func (c *Client) answer(w *allocWait, h header, body []byte) {
+//
+// An ALLOCATED for a channel we hold (ch) updates it: it answers a refresh
+// of it, or comes late for an earlier ALLOCATE of it (a retransmission's
+// answer), or is the relay saying that the other side bound. It answers w
+// only if w is for the same ticket: under load a late answer for one
+// channel used to be taken for the next ALLOCATE to the same relay, whose
+// ticket often has the same expiry second ("relay: channel lost").
+func (c *Client) answer(w *allocWait, ch *Channel, h header, body []byte) {
+	if h.typ == TypeAllocated && ch != nil {
+		a, err := parseAllocated(body)
+		if err != nil || a.expires != ch.Expires().Unix() {
+			c.dropped.Add(1)
+			return
+		}
+		ch.update(a)
+		if w != nil && bytes.Equal(w.ticket, ch.ticket) {
+			w.answer(allocResult{id: h.channel, body: a})
+		}
+		return
+	}
 	if w == nil {
 		c.dropped.Add(1)
 		return
@@ -647,7 +680,7 @@ func (c *Client) allocateOn(ctx context.Context, t *clientTCP, side byte, tk []b
 		return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, ctx.Err())
 	}
 	defer func() { <-t.sem }()
-	w := &allocWait{expires: tt.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
+	w := &allocWait{ticket: tk, expires: tt.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
 	c.mu.Lock()
 	t.wait = w
 	c.mu.Unlock()
@@ -710,8 +743,9 @@ func (t *clientTCP) readLoop() {
 		case TypeAllocated, TypeError:
 			c.mu.RLock()
 			w := t.wait
+			ch := t.chans[h.channel]
 			c.mu.RUnlock()
-			c.answer(w, h, body)
+			c.answer(w, ch, h, body)
 		case TypePong:
 			c.pong(body)
 		default:
