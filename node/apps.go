@@ -29,13 +29,13 @@ import (
 // application (docs/protocol.md §7.1), so the node keeps one routing table
 // for its own services and appmux one for the applications.
 //
-// The node itself does not pass on presence or mailbox events, so the
-// applications watch it: a goroutine per peer waits on the peer's changed
-// channel and flushes the chat outbox when a session comes up, and one loop
-// reads the mailbox when the server connection comes up and every
-// AppsConfig.MailboxPoll, and retries the outbox of peers with undelivered
-// messages: over a session when the peer is reachable, else sealed into the
-// directory's mailbox.
+// The applications watch the node: a goroutine per peer waits on the peer's
+// changed channel and flushes the chat outbox when a session comes up, and
+// one loop reads the mailbox when the server says mail is waiting (its
+// "mailbox" event), when the server connection comes up and every
+// AppsConfig.MailboxPoll (in case an event was missed), and retries the
+// outbox of peers with undelivered messages: over a session when the peer
+// is reachable, else sealed into the directory's mailbox.
 
 // appService is the node service that carries application streams.
 const appService = "app"
@@ -55,8 +55,9 @@ type AppsConfig struct {
 	// DownloadDir receives files; "" means DATA/downloads.
 	DownloadDir string
 	// MailboxPoll is how often the mailbox is read while the server is
-	// up (it is also read when the server connection comes up and when a
-	// session comes up); 0 means 10 s.
+	// up, in case a "mailbox" event was missed (it is also read on that
+	// event, when the server connection comes up and when a session comes
+	// up); 0 means 10 s.
 	MailboxPoll time.Duration
 	// RetryInterval is how often undelivered messages are retried; 0
 	// means 5 s.
@@ -124,6 +125,9 @@ func (n *Node) EnableApps(cfg AppsConfig) (*Apps, error) {
 		watched:   map[*peer]bool{},
 		acceptErr: map[files.ID]string{},
 	}
+	n.handlersMu.Lock()
+	n.onMailbox = a.kickMail
+	n.handlersMu.Unlock()
 	ctx := n.ctx
 	var err error
 	if a.store, err = chat.NewStore(ctx, n.st.db); err != nil {

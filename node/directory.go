@@ -495,6 +495,13 @@ func (n *Node) handleEvent(ctx context.Context, ev client.Event) {
 		n.askRefresh()
 	case "offer":
 		n.goroutine(func(nctx context.Context) { n.handleOffer(nctx, ev) })
+	case "mailbox":
+		n.handlersMu.RLock()
+		f := n.onMailbox
+		n.handlersMu.RUnlock()
+		if f != nil {
+			f()
+		}
 	case "closing":
 		n.log.Info("server closing the event stream", "reason", ev.Reason)
 	}

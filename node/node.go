@@ -80,8 +80,9 @@ type Node struct {
 	stunMu   sync.Mutex // protects stunWait
 	stunWait map[stun.TxID]chan netip.AddrPort
 
-	handlersMu sync.RWMutex // protects handlers
+	handlersMu sync.RWMutex // protects handlers and onMailbox
 	handlers   map[string]func(Peer, *transport.Stream)
+	onMailbox  func() // the server says mail is waiting (set by EnableApps)
 
 	mu           sync.Mutex // protects the fields below
 	server       string

@@ -477,6 +477,14 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 		rtts = n.rttVectorLocked()
 		n.mu.Unlock()
 	}
+	// When we will dial (the smaller key), the relay channel is set up
+	// at once, beside the offer, with the relay chosen from the peer's RTT
+	// vector of an earlier exchange (or our nearest): the first message
+	// need not wait for the answer, nor for hole punching.
+	var early <-chan pathResult
+	if dc != nil && up && keyLess(n.pub, p.key) {
+		early = n.startRelay(ctx, p, id)
+	}
 	if dc != nil && up {
 		octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 		err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
@@ -522,7 +530,39 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 			opt.openTTLs = []int{opt.quietTTL}
 		}
 	}
-	return n.establish(ctx, p, remote, dialer, peerRTTs, id, opt)
+	if !signalled && early != nil {
+		// The peer did not hear of it: release the channel if one was
+		// set up after all.
+		go func(early <-chan pathResult) {
+			if r := <-early; r.err == nil {
+				if ch := n.mux.Channel(r.addr); ch != nil {
+					ch.Close()
+				}
+			}
+		}(early)
+		early = nil
+	}
+	return n.establish(ctx, p, remote, dialer, peerRTTs, id, opt, early)
+}
+
+// startRelay sets up a relay channel to p for session on its own
+// goroutine, through the relay chosen from our RTT vector and p's latest,
+// and returns where the result will be sent; nil if no relay is known.
+func (n *Node) startRelay(ctx context.Context, p *peer, session string) <-chan pathResult {
+	n.mu.Lock()
+	sn, ok := chooseRelay(n.supernodes, p.peerRTTs, p.key)
+	n.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	res := make(chan pathResult, 1)
+	go func() {
+		pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
+		defer cancel()
+		addr, err := n.relayPath(pctx, p, sn, session)
+		res <- pathResult{addr: addr, relayed: true, err: err}
+	}()
+	return res
 }
 
 // establish opens the session with p. The dialer races two paths: it
@@ -532,7 +572,10 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 // when a probe is answered later, so the first bytes never wait for hole
 // punching. The other side probes (opening its NAT towards the dialer)
 // until the session arrives, by whatever path.
-func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool, peerRTTs []client.RTT, session string, opt punchOpts) (*transport.Session, error) {
+//
+// early, if not nil, is a relay set-up already started (startRelay), used
+// instead of starting one.
+func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool, peerRTTs []client.RTT, session string, opt punchOpts, early <-chan pathResult) (*transport.Session, error) {
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
 	if n.cfg.RelayOnly {
@@ -599,7 +642,12 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 	sn, haveRelay := chooseRelay(n.supernodes, peerRTTs, p.key)
 	haveRelay = haveRelay && n.dc != nil && n.serverUp && session != ""
 	n.mu.Unlock()
-	if haveRelay {
+	switch {
+	case early != nil:
+		haveRelay = true
+		pending++
+		go func() { results <- <-early }()
+	case haveRelay:
 		pending++
 		go func() {
 			addr, err := n.relayPath(pctx, p, sn, session)
@@ -808,7 +856,7 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		n.mu.Lock()
 		p.connecting = ch
 		n.mu.Unlock()
-		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key), ev.RTTs, ev.Session, opt)
+		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key), ev.RTTs, ev.Session, opt, nil)
 		n.mu.Lock()
 		if p.connecting == ch {
 			p.connecting = nil

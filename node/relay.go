@@ -146,20 +146,25 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 	if err != nil {
 		addr, _ = netip.ParseAddrPort(sn.Addr)
 	}
+	// The peer allocates its side while we allocate ours.
+	relayKey := client.Key(sn.Key)
+	offered := make(chan error, 1)
+	go func() {
+		offered <- dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: session,
+			Candidates: []string{}, RTTs: []client.RTT{}, Relay: &relayKey, Ticket: tk})
+	}()
 	ch, err := n.allocate(ctx, addr, 0, tk) // we requested the ticket: device A
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	relayKey := client.Key(sn.Key)
-	if err := dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: session,
-		Candidates: []string{}, RTTs: []client.RTT{}, Relay: &relayKey, Ticket: tk}); err != nil {
+	if err := <-offered; err != nil {
 		ch.Close()
 		return netip.AddrPort{}, fmt.Errorf("send relay offer: %w", err)
 	}
-	// Wait for the peer to bind its side, refreshing to learn of it (the
-	// relay says so only in ALLOCATED). The peer needs about one trip
-	// through the server and one to the relay, so start polling soon.
-	wait := 25 * time.Millisecond
+	// Wait for the peer to bind its side: the relay tells us with an
+	// ALLOCATED when it does (PeerReady). Refreshing now and then covers
+	// the loss of that datagram.
+	wait := 200 * time.Millisecond
 	for !ch.PeerBound() {
 		t := time.NewTimer(wait)
 		select {
@@ -167,8 +172,11 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 			t.Stop()
 			ch.Close()
 			return netip.AddrPort{}, fmt.Errorf("the peer did not bind its side of relay %v: %w", addr, ctx.Err())
+		case <-ch.PeerReady():
+			t.Stop()
+			continue
 		case <-t.C:
-			wait = min(2*wait, 400*time.Millisecond)
+			wait = min(2*wait, time.Second)
 		}
 		if err := ch.Refresh(ctx); err != nil {
 			ch.Close()
