@@ -263,6 +263,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.goroutine(n.refreshLoop)
 	n.goroutine(n.contactRefresher)
 	n.goroutine(n.supernodeLoop)
+	n.goroutine(n.reconnectKnown)
 	select {
 	case <-ctx.Done():
 	case <-n.ctx.Done():

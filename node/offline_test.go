@@ -36,8 +36,8 @@ func TestServerDownMidSession(t *testing.T) {
 }
 
 // TestRestartReconnectsWithoutServer: a daemon restarted with the same
-// data directory while the server is down reaches a known contact from its
-// cached endpoints, with the same identity.
+// data directory while the server is down reconnects by itself to a known
+// contact from its cached endpoints, with the same identity.
 func TestRestartReconnectsWithoutServer(t *testing.T) {
 	for _, restart := range []string{"bob", "alice"} {
 		t.Run(restart, func(t *testing.T) {
@@ -72,6 +72,10 @@ func TestRestartReconnectsWithoutServer(t *testing.T) {
 			if s := d2.Status(); s.ServerUp || s.Username != restart || len(s.Contacts) != 1 {
 				t.Fatalf("restarted status: %+v", s)
 			}
+			// It reconnects by itself, before anything is sent.
+			waitFor(t, 20*time.Second, restart+" reconnected at startup", func() bool {
+				return contactStatus(d2, peerName).Path == "direct"
+			})
 			roundTrip(t, d2, peerName, pattern(50_000, 3))
 			roundTrip(t, other, restart, pattern(50_000, 4))
 			checkDirect(t, d2, peerName)

@@ -412,6 +412,46 @@ func (n *Node) Connect(ctx context.Context, username string) (*transport.Session
 	}
 }
 
+// reconnectKnown reconnects at startup to the contacts that a direct
+// session reached before (their last direct address is cached), a few at a
+// time: from the cached addresses if the server is down, through an offer
+// if it is up. Peers then reach us again without waiting for us to send.
+func (n *Node) reconnectKnown(ctx context.Context) {
+	n.mu.Lock()
+	var names []string
+	seen := map[string]bool{}
+	for _, p := range n.peers {
+		if p.mutual && p.lastDirect != "" && !seen[p.username] {
+			seen[p.username] = true
+			names = append(names, p.username)
+		}
+	}
+	loggedIn := n.username != ""
+	n.mu.Unlock()
+	if !loggedIn {
+		return
+	}
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for _, name := range names {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			cctx, cancel := context.WithTimeout(ctx, 2*n.cfg.punchTimeout())
+			defer cancel()
+			if _, err := n.Connect(cctx, name); err != nil {
+				n.log.Debug("reconnect at startup", "peer", name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // offeredCandidatesLocked are the candidates we offer peers: none in
 // relay-only mode, which keeps our addresses from them.
 func (n *Node) offeredCandidatesLocked() []netip.AddrPort {
