@@ -177,21 +177,23 @@ func testSupernodesAndTickets(t *testing.T, newEnv envMaker) {
 	befriend(t, a, b, "bob", "alice")
 	sn, snKey := e.user("relay")
 
-	_, err := sn.RegisterSupernode(ctx, echoSupernode(t, false), 1<<20, 1<<30)
+	_, err := sn.RegisterSupernode(ctx, echoSupernode(t, false), 0, 1<<20, 1<<30)
 	wantStatus(t, err, 422, "dialback_failed")
 	if sns, _ := a.Supernodes(ctx); len(sns) != 0 {
 		t.Fatalf("unverified supernode listed: %+v", sns)
 	}
 	addr := echoSupernode(t, true)
-	got, err := sn.RegisterSupernode(ctx, addr, 1<<20, 1<<30)
-	if err != nil || got.Addr != addr || got.Key != snKey {
+	got, err := sn.RegisterSupernode(ctx, addr, 4443, 1<<20, 1<<30)
+	if err != nil || got.Addr != addr || got.Key != snKey || got.TCPPort != 4443 {
 		t.Fatalf("register = %+v, %v", got, err)
 	}
+	_, err = sn.RegisterSupernode(ctx, addr, 70000, 1<<20, 1<<30)
+	wantStatus(t, err, 400, "invalid_request")
 	if err := sn.ReportLoad(ctx, 40, 2); err != nil {
 		t.Fatal(err)
 	}
 	sns, err := a.Supernodes(ctx)
-	if err != nil || len(sns) != 1 || sns[0].Key != snKey || sns[0].Load != 40 || sns[0].Addr != addr {
+	if err != nil || len(sns) != 1 || sns[0].Key != snKey || sns[0].Load != 40 || sns[0].Addr != addr || sns[0].TCPPort != 4443 {
 		t.Fatalf("supernodes = %+v, %v", sns, err)
 	}
 	err = a.ReportLoad(ctx, 1, 1)
@@ -222,7 +224,7 @@ func testSupernodesAndTickets(t *testing.T, newEnv envMaker) {
 	e2 := newEnv(t, func(c *directory.Config) { c.AllowPrivateSupernodes = false })
 	c2, _ := e2.user("relay")
 	for _, ad := range []string{"127.0.0.1:4000", "10.1.2.3:4000", "192.168.1.1:4000", "[fe80::1]:4000", "0.0.0.0:4000"} {
-		_, err := c2.RegisterSupernode(ctx, ad, 1, 1)
+		_, err := c2.RegisterSupernode(ctx, ad, 0, 1, 1)
 		wantStatus(t, err, 400, "invalid_request")
 	}
 	if err := sn.UnregisterSupernode(ctx); err != nil {
@@ -248,7 +250,7 @@ func testCrossAccount(t *testing.T, newEnv envMaker) {
 		t.Fatal(err)
 	}
 	addr := echoSupernode(t, true)
-	if _, err := b.RegisterSupernode(ctx, addr, 1000, 1000); err != nil {
+	if _, err := b.RegisterSupernode(ctx, addr, 0, 1000, 1000); err != nil {
 		t.Fatal(err)
 	}
 	mailID, err := a.PutMail(ctx, bKey, []byte("for bob only"))

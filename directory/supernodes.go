@@ -92,6 +92,7 @@ func (s *Server) verifyReachable(ctx context.Context, addr netip.AddrPort) error
 
 type supernodeRequest struct {
 	Addr        string `json:"addr"`
+	TCPPort     int    `json:"tcp_port"`     // relay over TCP on addr's host; 0: none
 	BudgetRate  int64  `json:"budget_rate"`  // bytes per second
 	BudgetBytes int64  `json:"budget_bytes"` // bytes per relayed session
 }
@@ -99,6 +100,7 @@ type supernodeRequest struct {
 type supernodeJSON struct {
 	Key         string    `json:"key"`
 	Addr        string    `json:"addr"`
+	TCPPort     int       `json:"tcp_port,omitempty"`
 	Load        int       `json:"load"`
 	Sessions    int       `json:"sessions"`
 	BudgetRate  int64     `json:"budget_rate"`
@@ -124,6 +126,9 @@ func (s *Server) registerSupernode(w http.ResponseWriter, r *http.Request, sess 
 	if req.BudgetRate <= 0 || req.BudgetBytes <= 0 {
 		return errorf(http.StatusBadRequest, codeInvalidRequest, "budget_rate and budget_bytes must be positive")
 	}
+	if req.TCPPort < 0 || req.TCPPort > 65535 {
+		return errorf(http.StatusBadRequest, codeInvalidRequest, "tcp_port must be 0 (none) to 65535")
+	}
 	if e := s.limit(s.dialback, "dialback:"+sess.username); e != nil {
 		return e
 	}
@@ -134,13 +139,13 @@ func (s *Server) registerSupernode(w http.ResponseWriter, r *http.Request, sess 
 	}
 	s.m.dialbacks.WithLabelValues("ok").Inc()
 	now := s.now()
-	sn := store.Supernode{DeviceID: sess.deviceID, Addr: netip.AddrPortFrom(a, ap.Port()).String(), VerifiedAt: now, ReportedAt: now,
+	sn := store.Supernode{DeviceID: sess.deviceID, Addr: netip.AddrPortFrom(a, ap.Port()).String(), TCPPort: req.TCPPort, VerifiedAt: now, ReportedAt: now,
 		BudgetRate: req.BudgetRate, BudgetBytes: req.BudgetBytes}
 	if err := s.store.PutSupernode(ctx, sn); err != nil {
 		return s.internal(r, "put supernode", err)
 	}
 	s.log.Info("supernode verified", "user", sess.username, "device", sess.deviceID, "addr", sn.Addr)
-	writeJSON(w, http.StatusCreated, supernodeJSON{Key: keyString(sess.deviceKey), Addr: sn.Addr, BudgetRate: sn.BudgetRate, BudgetBytes: sn.BudgetBytes, VerifiedAt: now.UTC()})
+	writeJSON(w, http.StatusCreated, supernodeJSON{Key: keyString(sess.deviceKey), Addr: sn.Addr, TCPPort: sn.TCPPort, BudgetRate: sn.BudgetRate, BudgetBytes: sn.BudgetBytes, VerifiedAt: now.UTC()})
 	return nil
 }
 
@@ -205,7 +210,7 @@ func (s *Server) listSupernodes(w http.ResponseWriter, r *http.Request, sess ses
 		if sn.DeviceID == sess.deviceID || sn.Load >= overloaded {
 			continue
 		}
-		out.Supernodes = append(out.Supernodes, supernodeJSON{Key: keyString(sn.PublicKey), Addr: sn.Addr, Load: sn.Load, Sessions: sn.Sessions,
+		out.Supernodes = append(out.Supernodes, supernodeJSON{Key: keyString(sn.PublicKey), Addr: sn.Addr, TCPPort: sn.TCPPort, Load: sn.Load, Sessions: sn.Sessions,
 			BudgetRate: sn.BudgetRate, BudgetBytes: sn.BudgetBytes, VerifiedAt: sn.VerifiedAt.UTC()})
 		if len(out.Supernodes) == maxCandidateSupernodes {
 			break

@@ -50,11 +50,10 @@ type Config struct {
 	BudgetRate, BudgetBytes int64
 	// RelayTCP is the TCP address on which, as a supernode, the daemon
 	// also serves relaying over TCP (docs/protocol.md §6.6) for peers whose
-	// UDP is blocked, for example ":443". Its port is also the one this
-	// daemon dials on other supernodes when its own UDP is blocked: the
-	// directory lists supernodes by their UDP address only, so every
-	// supernode is expected on the same TCP port. Empty serves nothing and
-	// dials port 443.
+	// UDP is blocked, for example ":443"; the port is announced to the
+	// directory, which lists it. When this daemon's own UDP is blocked it
+	// dials each supernode on the port listed for it, or, for one that
+	// announced none, on this port (443 if empty). Empty serves nothing.
 	RelayTCP string
 	// DialTCP dials supernodes' TCP ports when UDP is blocked; nil means a
 	// net.Dialer on real sockets, and no TCP fallback at all when Listener

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -39,7 +40,7 @@ func (n *Node) measureSupernodes(ctx context.Context, dc *client.Client) {
 		if tcpOnly {
 			// UDP PINGs cannot get through: keep every supernode,
 			// unmeasured, for relaying over TCP.
-			out = append(out, cachedSupernode{Key: transport.PublicKey(sn.Key), Addr: sn.Addr})
+			out = append(out, cachedSupernode{Key: transport.PublicKey(sn.Key), Addr: sn.Addr, TCPPort: sn.TCPPort})
 			continue
 		}
 		addr, err := netip.ParseAddrPort(sn.Addr)
@@ -56,7 +57,7 @@ func (n *Node) measureSupernodes(ctx context.Context, dc *client.Client) {
 				return
 			}
 			mu.Lock()
-			out = append(out, cachedSupernode{Key: transport.PublicKey(sn.Key), Addr: sn.Addr, RTT: rtt})
+			out = append(out, cachedSupernode{Key: transport.PublicKey(sn.Key), Addr: sn.Addr, TCPPort: sn.TCPPort, RTT: rtt})
 			mu.Unlock()
 		}()
 	}
@@ -153,7 +154,7 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 		offered <- dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: session,
 			Candidates: []string{}, RTTs: []client.RTT{}, Relay: &relayKey, Ticket: tk})
 	}()
-	ch, err := n.allocate(ctx, addr, 0, tk) // we requested the ticket: device A
+	ch, err := n.allocate(ctx, addr, sn.TCPPort, 0, tk) // we requested the ticket: device A
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -187,14 +188,18 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 }
 
 // allocate binds side of the ticket's channel on the relay at addr: over
-// our UDP socket, or over TCP to the relay's TCP port when our UDP is
-// blocked.
-func (n *Node) allocate(ctx context.Context, addr netip.AddrPort, side byte, tk []byte) (*relay.Channel, error) {
+// our UDP socket, or, when our UDP is blocked, over TCP to tcpPort (the
+// port the relay announced; if none, Config.RelayTCP's or 443).
+func (n *Node) allocate(ctx context.Context, addr netip.AddrPort, tcpPort int, side byte, tk []byte) (*relay.Channel, error) {
 	n.mu.Lock()
 	blocked := n.udpBlocked
 	n.mu.Unlock()
 	if dial := n.cfg.dialTCP(); blocked && dial != nil {
-		taddr := net.JoinHostPort(addr.Addr().String(), n.cfg.relayTCPPort())
+		port := n.cfg.relayTCPPort()
+		if tcpPort > 0 {
+			port = strconv.Itoa(tcpPort)
+		}
+		taddr := net.JoinHostPort(addr.Addr().String(), port)
 		ch, err := n.rc.AllocateTCP(ctx, taddr, dial, side, tk)
 		if err != nil {
 			return nil, fmt.Errorf("allocate over TCP at %s: %w", taddr, err)
@@ -210,9 +215,11 @@ func (n *Node) bindRelay(ctx context.Context, p *peer, ev client.Event) {
 	relayKey := transport.PublicKey(*ev.Relay)
 	n.mu.Lock()
 	var addr netip.AddrPort
+	var tcpPort int
 	for _, sn := range n.supernodes {
 		if sn.Key == relayKey {
 			addr, _ = netip.ParseAddrPort(sn.Addr)
+			tcpPort = sn.TCPPort
 		}
 	}
 	dc := n.dc
@@ -223,6 +230,7 @@ func (n *Node) bindRelay(ctx context.Context, p *peer, ev client.Event) {
 			for _, sn := range list {
 				if transport.PublicKey(sn.Key) == relayKey {
 					addr, _ = netip.ParseAddrPort(sn.Addr)
+					tcpPort = sn.TCPPort
 				}
 			}
 		}
@@ -233,7 +241,7 @@ func (n *Node) bindRelay(ctx context.Context, p *peer, ev client.Event) {
 	}
 	actx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
-	if _, err := n.allocate(actx, addr, 1, ev.Ticket); err != nil {
+	if _, err := n.allocate(actx, addr, tcpPort, 1, ev.Ticket); err != nil {
 		n.log.Info("bind relay", "relay", addr, "err", err)
 	}
 }
@@ -251,6 +259,7 @@ func (n *Node) supernodeLoop(ctx context.Context) {
 		return
 	}
 	var srv *relay.Server
+	var tcpPort int // where srv serves TCP, 0: nowhere
 	var registered *client.Client
 	var last relay.Stats
 	lastAt := time.Now()
@@ -283,7 +292,7 @@ func (n *Node) supernodeLoop(ctx context.Context) {
 			}
 			srv = relay.NewServer(relay.Config{DirectoryKey: key, Identity: n.pub, Logger: n.log.With("part", "supernode")}, n.pc)
 			n.mux.ServeRelay(srv)
-			n.serveRelayTCP(ctx, srv)
+			tcpPort = n.serveRelayTCP(ctx, srv)
 		}
 		if registered != dc {
 			addr := refl
@@ -300,7 +309,7 @@ func (n *Node) supernodeLoop(ctx context.Context) {
 			if budget <= 0 {
 				budget = 1 << 30
 			}
-			if _, err := dc.RegisterSupernode(ctx, addr.String(), rate, budget); err != nil {
+			if _, err := dc.RegisterSupernode(ctx, addr.String(), tcpPort, rate, budget); err != nil {
 				n.log.Info("supernode registration", "addr", addr, "err", err)
 				continue
 			}
@@ -325,15 +334,16 @@ func (n *Node) supernodeLoop(ctx context.Context) {
 }
 
 // serveRelayTCP serves srv's TCP fallback on Config.RelayTCP, if set, until
-// the node stops. A failure to listen leaves the relay UDP-only.
-func (n *Node) serveRelayTCP(ctx context.Context, srv *relay.Server) {
+// the node stops, and returns the port it listens on, which the directory
+// lists. A failure to listen leaves the relay UDP-only (port 0).
+func (n *Node) serveRelayTCP(ctx context.Context, srv *relay.Server) int {
 	if n.cfg.RelayTCP == "" {
-		return
+		return 0
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", n.cfg.RelayTCP)
 	if err != nil {
 		n.log.Warn("relay over TCP unavailable", "addr", n.cfg.RelayTCP, "err", err)
-		return
+		return 0
 	}
 	n.log.Info("relaying over TCP", "addr", ln.Addr())
 	n.goroutine(func(ctx context.Context) {
@@ -341,6 +351,7 @@ func (n *Node) serveRelayTCP(ctx context.Context, srv *relay.Server) {
 			n.log.Warn("relay over TCP stopped", "err", err)
 		}
 	})
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // retryDirect re-punches with every peer whose session is relayed, moving

@@ -231,9 +231,10 @@ func (s *state) setLastDirect(ctx context.Context, key transport.PublicKey, addr
 }
 
 type cachedSupernode struct {
-	Key  transport.PublicKey
-	Addr string
-	RTT  time.Duration
+	Key     transport.PublicKey
+	Addr    string
+	TCPPort int // relay over TCP on Addr's host; 0: not announced
+	RTT     time.Duration
 }
 
 func (s *state) replaceSupernodes(ctx context.Context, list []cachedSupernode) error {
@@ -247,8 +248,8 @@ func (s *state) replaceSupernodes(ctx context.Context, list []cachedSupernode) e
 	}
 	now := time.Now().Unix()
 	for _, sn := range list {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO supernodes (key, addr, rtt_ms, updated_at) VALUES (?, ?, ?, ?)`,
-			sn.Key.String(), sn.Addr, float64(sn.RTT)/float64(time.Millisecond), now); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO supernodes (key, addr, tcp_port, rtt_ms, updated_at) VALUES (?, ?, ?, ?, ?)`,
+			sn.Key.String(), sn.Addr, sn.TCPPort, float64(sn.RTT)/float64(time.Millisecond), now); err != nil {
 			return err
 		}
 	}
@@ -256,7 +257,7 @@ func (s *state) replaceSupernodes(ctx context.Context, list []cachedSupernode) e
 }
 
 func (s *state) supernodes(ctx context.Context) ([]cachedSupernode, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT key, addr, rtt_ms FROM supernodes ORDER BY rtt_ms, key`)
+	rows, err := s.db.QueryContext(ctx, `SELECT key, addr, tcp_port, rtt_ms FROM supernodes ORDER BY rtt_ms, key`)
 	if err != nil {
 		return nil, err
 	}
@@ -264,15 +265,16 @@ func (s *state) supernodes(ctx context.Context) ([]cachedSupernode, error) {
 	var list []cachedSupernode
 	for rows.Next() {
 		var k, a string
+		var port int
 		var ms float64
-		if err := rows.Scan(&k, &a, &ms); err != nil {
+		if err := rows.Scan(&k, &a, &port, &ms); err != nil {
 			return nil, err
 		}
 		pk, err := transport.ParsePublicKey(k)
 		if err != nil {
 			continue
 		}
-		list = append(list, cachedSupernode{Key: pk, Addr: a, RTT: time.Duration(ms * float64(time.Millisecond))})
+		list = append(list, cachedSupernode{Key: pk, Addr: a, TCPPort: port, RTT: time.Duration(ms * float64(time.Millisecond))})
 	}
 	return list, rows.Err()
 }

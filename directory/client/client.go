@@ -393,6 +393,7 @@ func (c *Client) AckMail(ctx context.Context, ids []int64) (int, error) {
 type Supernode struct {
 	Key         Key       `json:"key"`
 	Addr        string    `json:"addr"`
+	TCPPort     int       `json:"tcp_port,omitempty"` // relay over TCP on Addr's host; 0: none
 	Load        int       `json:"load"`
 	Sessions    int       `json:"sessions"`
 	BudgetRate  int64     `json:"budget_rate"`
@@ -401,9 +402,10 @@ type Supernode struct {
 }
 
 // RegisterSupernode claims addr; the server dials it back before listing.
-func (c *Client) RegisterSupernode(ctx context.Context, addr string, budgetRate, budgetBytes int64) (Supernode, error) {
+// tcpPort is the port on addr's host where it relays over TCP, 0 if none.
+func (c *Client) RegisterSupernode(ctx context.Context, addr string, tcpPort int, budgetRate, budgetBytes int64) (Supernode, error) {
 	var out Supernode
-	_, err := c.do(ctx, "POST", "/v1/supernodes", map[string]any{"addr": addr, "budget_rate": budgetRate, "budget_bytes": budgetBytes}, &out, nil)
+	_, err := c.do(ctx, "POST", "/v1/supernodes", map[string]any{"addr": addr, "tcp_port": tcpPort, "budget_rate": budgetRate, "budget_bytes": budgetBytes}, &out, nil)
 	return out, err
 }
 

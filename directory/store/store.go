@@ -133,6 +133,7 @@ type Supernode struct {
 	UserID     int64
 	PublicKey  Key
 	Addr       string // "ip:port", verified by dial-back
+	TCPPort    int    // the relay's TCP fallback port on Addr's host; 0: none
 	VerifiedAt time.Time
 	ReportedAt time.Time // last load report
 	Load       int       // percent of budget in use, 0..100

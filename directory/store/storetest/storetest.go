@@ -476,13 +476,13 @@ func testSupernodes(t *testing.T, s store.Store) {
 	a := mustUser(t, s, "alice")
 	d1, d2 := mustDevice(t, s, a, 1), mustDevice(t, s, a, 2)
 	for i, d := range []store.Device{d1, d2} {
-		err := s.PutSupernode(ctx(t), store.Supernode{DeviceID: d.ID, Addr: fmt.Sprintf("192.0.2.%d:3000", i+1), VerifiedAt: t0, ReportedAt: t0, Load: 50 - i*10, BudgetRate: 1e6, BudgetBytes: 1e9})
+		err := s.PutSupernode(ctx(t), store.Supernode{DeviceID: d.ID, Addr: fmt.Sprintf("192.0.2.%d:3000", i+1), TCPPort: 443 * i, VerifiedAt: t0, ReportedAt: t0, Load: 50 - i*10, BudgetRate: 1e6, BudgetBytes: 1e9})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	sns, err := s.Supernodes(ctx(t), t0)
-	if err != nil || len(sns) != 2 || sns[0].DeviceID != d2.ID || sns[0].PublicKey != d2.PublicKey || sns[0].Addr != "192.0.2.2:3000" || sns[0].BudgetRate != 1e6 {
+	if err != nil || len(sns) != 2 || sns[0].DeviceID != d2.ID || sns[0].PublicKey != d2.PublicKey || sns[0].Addr != "192.0.2.2:3000" || sns[0].TCPPort != 443 || sns[1].TCPPort != 0 || sns[0].BudgetRate != 1e6 {
 		t.Fatalf("Supernodes = %+v, %v", sns, err)
 	}
 	if err := s.ReportLoad(ctx(t), d1.ID, 5, 3, t0.Add(time.Minute)); err != nil {

@@ -854,11 +854,12 @@ func (s *DB) CountMail(ctx context.Context, deviceID int64) (int, error) {
 // ---- supernodes ----
 
 func (s *DB) PutSupernode(ctx context.Context, sn store.Supernode) error {
-	_, err := s.exec(ctx, `INSERT INTO supernodes (device_id, addr, verified_at, reported_at, load, sessions, budget_rate, budget_bytes)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (device_id) DO UPDATE SET addr = excluded.addr, verified_at = excluded.verified_at, reported_at = excluded.reported_at,
-			load = excluded.load, sessions = excluded.sessions, budget_rate = excluded.budget_rate, budget_bytes = excluded.budget_bytes`,
-		sn.DeviceID, sn.Addr, store.Millis(sn.VerifiedAt), store.Millis(sn.ReportedAt), sn.Load, sn.Sessions, sn.BudgetRate, sn.BudgetBytes)
+	_, err := s.exec(ctx, `INSERT INTO supernodes (device_id, addr, tcp_port, verified_at, reported_at, load, sessions, budget_rate, budget_bytes)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (device_id) DO UPDATE SET addr = excluded.addr, tcp_port = excluded.tcp_port, verified_at = excluded.verified_at,
+			reported_at = excluded.reported_at, load = excluded.load, sessions = excluded.sessions, budget_rate = excluded.budget_rate,
+			budget_bytes = excluded.budget_bytes`,
+		sn.DeviceID, sn.Addr, sn.TCPPort, store.Millis(sn.VerifiedAt), store.Millis(sn.ReportedAt), sn.Load, sn.Sessions, sn.BudgetRate, sn.BudgetBytes)
 	return err
 }
 
@@ -867,7 +868,7 @@ func (s *DB) ReportLoad(ctx context.Context, deviceID int64, load, sessions int,
 }
 
 func (s *DB) Supernodes(ctx context.Context, since time.Time) ([]store.Supernode, error) {
-	rows, err := s.query(ctx, `SELECT s.device_id, d.user_id, d.public_key, s.addr, s.verified_at, s.reported_at, s.load, s.sessions, s.budget_rate, s.budget_bytes
+	rows, err := s.query(ctx, `SELECT s.device_id, d.user_id, d.public_key, s.addr, s.tcp_port, s.verified_at, s.reported_at, s.load, s.sessions, s.budget_rate, s.budget_bytes
 		FROM supernodes s JOIN devices d ON d.id = s.device_id WHERE s.reported_at >= ? ORDER BY s.load, s.device_id`, store.Millis(since))
 	if err != nil {
 		return nil, err
@@ -878,7 +879,7 @@ func (s *DB) Supernodes(ctx context.Context, since time.Time) ([]store.Supernode
 		var sn store.Supernode
 		var key []byte
 		var v, r int64
-		if err := rows.Scan(&sn.DeviceID, &sn.UserID, &key, &sn.Addr, &v, &r, &sn.Load, &sn.Sessions, &sn.BudgetRate, &sn.BudgetBytes); err != nil {
+		if err := rows.Scan(&sn.DeviceID, &sn.UserID, &key, &sn.Addr, &sn.TCPPort, &v, &r, &sn.Load, &sn.Sessions, &sn.BudgetRate, &sn.BudgetBytes); err != nil {
 			return nil, err
 		}
 		copy(sn.PublicKey[:], key)
