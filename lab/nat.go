@@ -59,6 +59,13 @@ type RouterConfig struct {
 	// conntrack keeps an entry for each, which can clash with the host's
 	// own later mapping (see the package comment, "The NAT clash").
 	Firewall bool
+
+	// UPnP prepares the router for a port-mapping daemon: the ruleset
+	// gets the nftables table and chains miniupnpd fills with its
+	// forwards (upnpTable), and the forward chain accepts what they
+	// destination-NAT. Nothing runs until Router.StartUPnP starts
+	// miniupnpd, which speaks UPnP IGD, NAT-PMP and PCP on the LAN.
+	UPnP bool
 }
 
 // ruleset returns the nftables chains specific to k, with HOST standing for
@@ -105,7 +112,8 @@ func (rc RouterConfig) rulesetFor(host netip.Addr) string {
 		b.WriteString("\t\tmeta l4proto udp counter name \"dropped\" drop\n")
 	}
 	b.WriteString("\t\tct state established,related accept\n")
-	if rc.Kind == FullCone {
+	if rc.Kind == FullCone || rc.UPnP {
+		// The only destination NAT is the DMZ rule or a port mapping.
 		b.WriteString("\t\tct status dnat accept\n")
 	}
 	b.WriteString(`		iifname "lan0" oifname "wan0" accept
@@ -122,6 +130,9 @@ func (rc RouterConfig) rulesetFor(host netip.Addr) string {
 `)
 	}
 	b.WriteString("}\n")
+	if rc.UPnP {
+		b.WriteString(upnpTable)
+	}
 	return b.String()
 }
 
