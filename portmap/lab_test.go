@@ -1,0 +1,288 @@
+package portmap_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parley-p2p/parley/lab"
+	"github.com/parley-p2p/parley/portmap"
+)
+
+// These tests run the client in a namespace host behind a real Linux NAT
+// router that runs miniupnpd (lab.StartUPnP), and check what a user
+// would: the mapping's external address is the router's public one, a
+// host on the lab's internet reaches it unsolicited (which the router's
+// address-and-port-dependent filtering would otherwise drop), and after
+// Close it no longer does.
+//
+// Every Config sets Gateway: the default would be looked up in the test
+// process's own namespace, outside the lab.
+
+// labEnv is one lab: a public host and NAT hosts behind routers that run
+// miniupnpd in different configurations, or none.
+type labEnv struct {
+	pub     *lab.Host
+	full    *lab.Host // IGDv2, NAT-PMP and PCP
+	igdOnly *lab.Host // UPnP IGDv2 only
+	igdV1   *lab.Host // UPnP as IGDv1 only
+	bare    *lab.Host // no daemon
+}
+
+func newLabEnv(t *testing.T, name string) *labEnv {
+	lab.RequireUPnP(t)
+	l := lab.NewTest(t, lab.Config{Name: name})
+	var env labEnv
+	var err error
+	if env.pub, err = l.AddPublicHost("pub"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []struct {
+		name string
+		host **lab.Host
+		cfg  *lab.UPnPConfig // nil: no daemon
+	}{
+		{"full", &env.full, &lab.UPnPConfig{}},
+		{"igdonly", &env.igdOnly, &lab.UPnPConfig{NoNATPMP: true}},
+		{"igdv1", &env.igdV1, &lab.UPnPConfig{NoNATPMP: true, IGDv1: true}},
+		{"bare", &env.bare, nil},
+	} {
+		*h.host, err = l.AddNATHostConfig(h.name, lab.RouterConfig{Kind: lab.EIM, UPnP: h.cfg != nil})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.cfg == nil {
+			continue
+		}
+		d, err := (*h.host).Router().StartUPnP(t.Context(), *h.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { // before the lab's Close, registered earlier
+			if t.Failed() {
+				t.Logf("miniupnpd on %s:\n%s", h.name, d.Log())
+			}
+			if err := d.Stop(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	return &env
+}
+
+// clientConfig returns cfg with the client's sockets opened in h's
+// namespace, its gateway h's router, and its logs in the test's output.
+func clientConfig(t *testing.T, h *lab.Host, cfg portmap.Config) portmap.Config {
+	cfg.Gateway = h.Router().LANAddr()
+	cfg.ListenPacket = func(_ context.Context, network, address string) (net.PacketConn, error) {
+		return h.ListenPacket(network, address)
+	}
+	cfg.Dial = func(ctx context.Context, network, address string) (c net.Conn, err error) {
+		err = h.Run(func() error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, address)
+			return err
+		})
+		return c, err
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return cfg
+}
+
+func TestLab(t *testing.T) {
+	env := newLabEnv(t, "portmap")
+
+	t.Run("DefaultGateway", func(t *testing.T) {
+		var gw netip.Addr
+		err := env.full.Run(func() (err error) {
+			gw, err = portmap.DefaultGateway()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := env.full.Router().LANAddr(); gw != want {
+			t.Fatalf("DefaultGateway in %s = %v, want its router %v", env.full.Name(), gw, want)
+		}
+	})
+
+	// Each protocol, forced, on the router that offers all three.
+	for i, p := range []portmap.Protocol{portmap.PCP, portmap.NATPMP, portmap.UPnP} {
+		t.Run(string(p), func(t *testing.T) {
+			checkMapping(t, env, env.full, uint16(4101+i), portmap.Config{Protocols: []portmap.Protocol{p}}, p)
+		})
+	}
+	// AddPortMapping on a WANIPConnection:1, which lacks AddAnyPortMapping.
+	t.Run("upnp-igdv1", func(t *testing.T) {
+		checkMapping(t, env, env.igdV1, 4201, portmap.Config{Protocols: []portmap.Protocol{portmap.UPnP}}, portmap.UPnP)
+	})
+	// With the default order the client takes PCP where it is offered,
+	// and falls back to UPnP where it is not.
+	t.Run("auto-pcp", func(t *testing.T) {
+		checkMapping(t, env, env.full, 4301, portmap.Config{}, portmap.PCP)
+	})
+	t.Run("auto-upnp", func(t *testing.T) {
+		checkMapping(t, env, env.igdOnly, 4302, portmap.Config{}, portmap.UPnP)
+	})
+
+	t.Run("NoService", func(t *testing.T) {
+		c := portmap.New(clientConfig(t, env.bare, portmap.Config{}))
+		start := time.Now()
+		_, err := c.Map(t.Context(), 4401)
+		took := time.Since(start)
+		if !errors.Is(err, portmap.ErrNoService) {
+			t.Fatalf("Map on a router without a port-mapping service: %v, want ErrNoService", err)
+		}
+		t.Logf("%v after %v", err, took.Round(time.Millisecond))
+		if want := fmt.Sprintf("on gateway %v", env.bare.Router().LANAddr()); !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+		if took > 3*time.Second {
+			t.Errorf("Map took %v to find no service, want < 3s", took)
+		}
+		if err := c.Close(t.Context()); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+}
+
+// checkMapping maps port for host h with cfg and checks the mapping the
+// way a peer on the internet would see it.
+func checkMapping(t *testing.T, env *labEnv, h *lab.Host, port uint16, cfg portmap.Config, want portmap.Protocol) {
+	ctx := t.Context()
+	sock, err := h.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	router := h.Router()
+
+	// Without a mapping the router filters: unsolicited packets to its
+	// public address end in its own stack.
+	notReaching(t, env.pub, netip.AddrPortFrom(router.PublicAddr(), port), sock)
+
+	c := portmap.New(clientConfig(t, h, cfg))
+	start := time.Now()
+	m, err := c.Map(ctx, port)
+	if err != nil {
+		t.Fatalf("Map: %v", err)
+	}
+	t.Logf("mapped in %v: %v", time.Since(start).Round(time.Millisecond), m)
+	if m.Protocol != want {
+		t.Errorf("Protocol = %q, want %q", m.Protocol, want)
+	}
+	if m.External.Addr() != router.PublicAddr() || m.External.Port() == 0 {
+		t.Errorf("External = %v, want the router's public address %v and a port", m.External, router.PublicAddr())
+	}
+	if wantIn := netip.AddrPortFrom(h.Addr(), port); m.Internal != wantIn {
+		t.Errorf("Internal = %v, want %v", m.Internal, wantIn)
+	}
+	if m.Gateway != router.LANAddr() {
+		t.Errorf("Gateway = %v, want %v", m.Gateway, router.LANAddr())
+	}
+	if m.Lifetime <= 0 || !m.Expires.After(time.Now()) || !m.RenewAt.Before(m.Expires) {
+		t.Errorf("Lifetime %v, Expires %v, RenewAt %v: want a live mapping renewed before it expires", m.Lifetime, m.Expires, m.RenewAt)
+	}
+
+	reaching(t, env.pub, m.External, sock)
+
+	m2, err := c.Renew(ctx)
+	if err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if m2.External != m.External || m2.Protocol != m.Protocol {
+		t.Errorf("Renew gave %v, want the same mapping as %v", m2, m)
+	}
+	if !m2.Expires.After(m.Expires) && !m2.Expires.Equal(m.Expires) {
+		t.Errorf("Renew moved Expires back: %v, was %v", m2.Expires, m.Expires)
+	}
+	reaching(t, env.pub, m.External, sock)
+
+	if err := c.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	notReaching(t, env.pub, m.External, sock)
+	if _, err := c.Map(ctx, port); !errors.Is(err, portmap.ErrClosed) {
+		t.Errorf("Map after Close: %v, want ErrClosed", err)
+	}
+}
+
+// reaching sends a packet from a new socket on pub to ext, as a peer that
+// learned ext would, and checks that it arrives at sock from pub.
+func reaching(t *testing.T, pub *lab.Host, ext netip.AddrPort, sock net.PacketConn) {
+	t.Helper()
+	out, err := pub.ListenPacket("udp4", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	token := rand.Text()
+	if _, err := out.WriteTo([]byte(token), net.UDPAddrFromAddrPort(ext)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	sock.SetReadDeadline(deadline)
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := sock.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("packet from %v to the mapping %v did not arrive: %v", pub.Addr(), ext, err)
+		}
+		if string(buf[:n]) != token {
+			continue // a late copy from an earlier check
+		}
+		if got := from.(*net.UDPAddr).AddrPort().Addr(); got != pub.Addr() {
+			t.Errorf("packet arrived from %v, want %v", got, pub.Addr())
+		}
+		return
+	}
+}
+
+// notReaching sends packets from a new socket on pub to ext until the
+// router answers ICMP port unreachable, which proves that the packets
+// ended in the router's own stack instead of being forwarded, and then
+// checks that none reached sock.
+func notReaching(t *testing.T, pub *lab.Host, ext netip.AddrPort, sock net.PacketConn) {
+	t.Helper()
+	var conn net.Conn
+	err := pub.Run(func() (err error) {
+		conn, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(ext))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	token := rand.Text()
+	buf := make([]byte, 1500)
+	refused := false
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !refused; {
+		conn.Write([]byte(token))
+		conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, err := conn.Read(buf)
+		refused = errors.Is(err, syscall.ECONNREFUSED)
+	}
+	if !refused {
+		t.Fatalf("router %v never refused packets to %v", ext.Addr(), ext)
+	}
+	// The refusal shows the router's own stack took the packets; as a
+	// last check, none is queued at the host.
+	sock.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	for {
+		n, _, err := sock.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if string(buf[:n]) == token {
+			t.Fatalf("a packet to %v reached the host without a mapping", ext)
+		}
+	}
+}
