@@ -88,7 +88,7 @@ func TestParsePMPResponseErrors(t *testing.T) {
 	}
 	for _, b := range [][]byte{
 		{2, 129, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // PCP version
-		{0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},             // a request
+		{0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},               // a request
 		{0, 130, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, // TCP mapping: not asked
 	} {
 		if _, err := parsePMPResponse(b); err == nil {
