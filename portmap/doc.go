@@ -2,7 +2,7 @@
 // forward a UDP port from its public address: a port mapping, which gives
 // a peer behind a NAT an address that anyone on the internet can reach
 // unsolicited. Parley offers it as a candidate beside the host addresses
-// and the STUN reflexive address (docs/protocol.md §8.5).
+// and the STUN reflexive address (docs/protocol.md, "Port mappings").
 //
 // Three protocols are spoken, each as its RFC or specification says, in
 // this order of preference:
