@@ -61,8 +61,9 @@ func BenchmarkForward(b *testing.B) {
 }
 
 // TestRelayProcess is not a test: it is the relay process of the loopback
-// benchmarks, run by them with GOMAXPROCS=1. It serves one UDP socket with
-// the supernode's read loop until its stdin closes.
+// benchmarks, run by them with GOMAXPROCS=1. It serves one UDP socket as a
+// supernode does, with a Mux whose reader hands relay packets to the
+// Server, until its stdin closes.
 func TestRelayProcess(t *testing.T) {
 	if os.Getenv("PARLEY_RELAY_PROCESS") == "" {
 		t.Skip("the relay process of BenchmarkRelayLoopback")
@@ -78,35 +79,38 @@ func TestRelayProcess(t *testing.T) {
 	pc.SetReadBuffer(4 << 20)
 	pc.SetWriteBuffer(4 << 20)
 	srv := NewServer(Config{DirectoryKey: dir, Identity: id}, pc)
+	mux := NewMux(pc, nil)
+	mux.ServeRelay(srv)
 	fmt.Printf("relay-addr %v gomaxprocs %d\n", pc.LocalAddr(), runtime.GOMAXPROCS(0))
-	go func() {
-		io.Copy(io.Discard, os.Stdin)
-		pc.Close()
-	}()
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := pc.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return
-		}
-		srv.HandlePacket(buf[:n], from)
-	}
+	io.Copy(io.Discard, os.Stdin)
+	mux.Close()
+	pc.Close()
+}
+
+// relayProc is a relay process started by relayProcess.
+type relayProc struct {
+	addr *net.UDPAddr
+	dir  ed25519.PrivateKey // signs its tickets
+	id   [32]byte           // its device key
+	pid  int
 }
 
 // relayProcess starts TestRelayProcess in a child process limited to one
-// core and returns its address and what tickets for it need.
-func relayProcess(b *testing.B) (addr *net.UDPAddr, dir ed25519.PrivateKey, id [32]byte) {
+// core.
+func relayProcess(b *testing.B) *relayProc {
 	pub, dir, _ := ed25519.GenerateKey(nil)
-	id[0] = 'R'
+	p := &relayProc{dir: dir}
+	p.id[0] = 'R'
 	cmd := exec.Command(os.Args[0], "-test.run=^TestRelayProcess$")
 	cmd.Env = append(os.Environ(), "PARLEY_RELAY_PROCESS=1", "GOMAXPROCS=1",
-		"PARLEY_RELAY_DIRKEY="+hex.EncodeToString(pub), "PARLEY_RELAY_ID="+hex.EncodeToString(id[:]))
+		"PARLEY_RELAY_DIRKEY="+hex.EncodeToString(pub), "PARLEY_RELAY_ID="+hex.EncodeToString(p.id[:]))
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	p.pid = cmd.Process.Pid
 	b.Cleanup(func() {
 		stdin.Close()
 		cmd.Wait()
@@ -123,15 +127,40 @@ func relayProcess(b *testing.B) (addr *net.UDPAddr, dir ed25519.PrivateKey, id [
 				b.Fatal(err)
 			}
 			go io.Copy(io.Discard, stdout)
-			return net.UDPAddrFromAddrPort(ap), dir, id
+			p.addr = net.UDPAddrFromAddrPort(ap)
+			return p
 		}
 	}
 	b.Fatal("relay process did not start")
-	return
+	return nil
+}
+
+// cpu returns the CPU time the relay process has used, user and system
+// (which includes the kernel's packet processing done on its behalf), or
+// -1 if /proc does not say.
+func (p *relayProc) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+	if err != nil {
+		return -1
+	}
+	// Fields after the command name, which is in parentheses: utime and
+	// stime are the 12th and 13th, in clock ticks (USER_HZ, 100).
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		var v int64
+		fmt.Sscan(s, &v)
+		ticks += v
+	}
+	return time.Duration(ticks) * (time.Second / 100)
 }
 
 // rawAllocate binds side of tk from pc and returns the channel ID.
-func rawAllocate(b *testing.B, pc *net.UDPConn, relay *net.UDPAddr, side byte, tk []byte) uint64 {
+func rawAllocate(t testing.TB, pc *net.UDPConn, relay *net.UDPAddr, side byte, tk []byte) uint64 {
 	buf := make([]byte, 2048)
 	for range 50 {
 		pc.WriteTo(appendAllocate(nil, side, tk), relay)
@@ -145,14 +174,14 @@ func rawAllocate(b *testing.B, pc *net.UDPConn, relay *net.UDPAddr, side byte, t
 			return h.channel
 		}
 	}
-	b.Fatal("no ALLOCATED")
+	t.Fatal("no ALLOCATED")
 	return 0
 }
 
 // relayPair starts a relay process and binds a channel between two
 // loopback sockets.
-func relayPair(b *testing.B) (relay *net.UDPAddr, pcA, pcB *net.UDPConn, id uint64) {
-	relay, dir, rid := relayProcess(b)
+func relayPair(b *testing.B) (relay *relayProc, pcA, pcB *net.UDPConn, id uint64) {
+	relay = relayProcess(b)
 	listen := func() *net.UDPConn {
 		pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -165,9 +194,9 @@ func relayPair(b *testing.B) (relay *net.UDPAddr, pcA, pcB *net.UDPConn, id uint
 	}
 	pcA, pcB = listen(), listen()
 	now := time.Now()
-	tk := ticket.Sign(dir, ticket.Ticket{IssuedAt: now, ExpiresAt: now.Add(time.Hour), Relay: rid, Budget: 1 << 62, Rate: 1<<32 - 1})
-	id = rawAllocate(b, pcA, relay, 0, tk)
-	if id2 := rawAllocate(b, pcB, relay, 1, tk); id2 != id {
+	tk := ticket.Sign(relay.dir, ticket.Ticket{IssuedAt: now, ExpiresAt: now.Add(time.Hour), Relay: relay.id, Budget: 1 << 62, Rate: 1<<32 - 1})
+	id = rawAllocate(b, pcA, relay.addr, 0, tk)
+	if id2 := rawAllocate(b, pcB, relay.addr, 1, tk); id2 != id {
 		b.Fatalf("channels %x and %x", id, id2)
 	}
 	return relay, pcA, pcB, id
@@ -189,6 +218,7 @@ func benchGoodput(b *testing.B, size int) {
 	var recvPkts, recvBytes atomic.Int64
 	stop := make(chan struct{})
 	recvDone := make(chan struct{})
+	progress := make(chan struct{}, 1) // the receiver got something
 	go func() {
 		defer close(recvDone)
 		pc := ipv4.NewPacketConn(pcB)
@@ -207,6 +237,10 @@ func benchGoodput(b *testing.B, size int) {
 			}
 			recvPkts.Add(int64(n))
 			select {
+			case progress <- struct{}{}:
+			default:
+			}
+			select {
 			case <-stop:
 				return
 			default:
@@ -218,9 +252,11 @@ func benchGoodput(b *testing.B, size int) {
 	msgs := make([]ipv4.Message, 32)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{pkt}
-		msgs[i].Addr = relay
+		msgs[i].Addr = relay.addr
 	}
 	var sent, forgiven, forgives int64
+	wait := time.NewTimer(time.Hour)
+	defer wait.Stop()
 	measure := func(d time.Duration) (pkts, bytes int64, el time.Duration) {
 		p0, b0 := recvPkts.Load(), recvBytes.Load()
 		start := time.Now()
@@ -237,7 +273,13 @@ func benchGoodput(b *testing.B, size int) {
 					forgives++
 					lastProgress = time.Now()
 				}
-				runtime.Gosched()
+				// Wait for the receiver rather than spin: the relay
+				// shares the machine's two cores with this process.
+				wait.Reset(time.Millisecond)
+				select {
+				case <-progress:
+				case <-wait.C:
+				}
 				continue
 			}
 			n, err := pc.WriteBatch(msgs, 0)
@@ -250,13 +292,20 @@ func benchGoodput(b *testing.B, size int) {
 	}
 	measure(300 * time.Millisecond) // warm up
 	b.ResetTimer()
+	cpu0 := relay.cpu()
 	pkts, bytes, el := measure(3 * time.Second)
+	cpu := relay.cpu() - cpu0
 	b.StopTimer()
 	close(stop)
 	<-recvDone
 	b.ReportMetric(float64(bytes)*8/el.Seconds()/1e9, "Gbit/s")
 	b.ReportMetric(float64(pkts)/el.Seconds(), "pkt/s")
 	b.ReportMetric(float64(sent-recvPkts.Load())/float64(sent), "lost")
+	if cpu0 >= 0 {
+		// How busy the relay's core was, and what a packet cost it.
+		b.ReportMetric(cpu.Seconds()/el.Seconds(), "relay-cores")
+		b.ReportMetric(float64(cpu.Microseconds())/float64(pkts), "relay-µs/pkt")
+	}
 	b.Logf("load average %s; %d stalls of 5 ms", loadAverage(), forgives)
 }
 
@@ -308,14 +357,22 @@ func benchLatency(b *testing.B) {
 			}
 		}
 	}
-	const rounds = 20000
+	for range 1000 { // warm up
+		rtt(viaRelay, relay.addr)
+		rtt(direct, bAddr)
+	}
+	// One iteration is a round trip each way: -benchtime 3s gives tens of
+	// thousands, enough for a p99.
 	var rel, dir []time.Duration
-	for i := 0; i < rounds+1000; i++ {
-		r, d := rtt(viaRelay, relay), rtt(direct, bAddr)
-		if i < 1000 || r < 0 || d < 0 {
-			continue // warm-up, or a lost packet
+	for b.Loop() {
+		r, d := rtt(viaRelay, relay.addr), rtt(direct, bAddr)
+		if r < 0 || d < 0 {
+			continue // a lost packet
 		}
 		rel, dir = append(rel, r), append(dir, d)
+	}
+	if len(rel) < 100 {
+		b.Fatalf("%d round trips: too few for a p99 (run with -benchtime 3s)", len(rel))
 	}
 	slices.Sort(rel)
 	slices.Sort(dir)

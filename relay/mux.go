@@ -26,14 +26,16 @@ const muxQueue = 1024
 // transport's path migration moves a session between a relay and a direct
 // path without knowing relays exist.
 //
-// The Mux owns reading the real socket. Its reader goroutine sorts every
-// datagram: Parley packets (0xC1) wait for ReadFrom with their real source
+// The Mux owns reading the real socket. Its reader goroutine reads a batch
+// of datagrams at a time (on Linux, with recvmmsg; see batch.go) and sorts
+// every one: Parley packets (0xC1) wait for ReadFrom with their real source
 // address; relay packets for a peer (answers, DELIVERs) go to the Client,
 // which hands DELIVERs back to wait for ReadFrom with the channel's virtual
 // address; relay packets for a supernode (ALLOCATE, SEND, PING) go to the
-// Server set with ServeRelay; anything else (STUN) goes to the HandleOther
-// function. WriteTo a virtual address sends through the channel; to a real
-// address, straight to the socket.
+// Server set with ServeRelay, which forwards a batch's SENDs together;
+// anything else (STUN) goes to the HandleOther function. WriteTo a virtual
+// address sends through the channel; to a real address, straight to the
+// socket.
 //
 // All methods are safe for concurrent use. Close stops the reader; it does
 // not close the socket, which belongs to the caller.
@@ -174,23 +176,19 @@ func (m *Mux) forget(ch *Channel) {
 // Dropped counts packets the Mux dropped because ReadFrom fell behind.
 func (m *Mux) Dropped() uint64 { return m.dropped.Load() }
 
+// readLoop reads the socket until Close or until it fails, a batch of
+// datagrams at a time where the platform allows (batch.go). The Server's
+// DELIVERs for a batch are written together once it is sorted.
 func (m *Mux) readLoop() {
 	defer close(m.readerDone)
-	ar, _ := m.pc.(addrPortReader)
-	buf := make([]byte, MaxPacketSize+1)
+	r, n := newBatchReader(m.pc)
+	msgs := make([]rxMsg, n)
+	for i := range msgs {
+		msgs[i].buf = make([]byte, MaxPacketSize+1)
+	}
+	var tx txBatch
 	for {
-		var n int
-		var from netip.AddrPort
-		var err error
-		if ar != nil {
-			n, from, err = ar.ReadFromUDPAddrPort(buf)
-		} else {
-			var a net.Addr
-			n, a, err = m.pc.ReadFrom(buf)
-			if ua, ok := a.(*net.UDPAddr); ok {
-				from = ua.AddrPort()
-			}
-		}
+		n, err := r.readBatch(msgs)
 		if err != nil {
 			select {
 			case <-m.done:
@@ -208,41 +206,47 @@ func (m *Mux) readLoop() {
 			}
 			continue // e.g. an ICMP error reported on the socket
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		b := buf[:n]
-		switch {
-		case n == 0:
-		case b[0] == 0xC1: // Parley, docs/protocol.md §1
-			m.push(b, from)
-		case b[0] == FormVersion:
-			m.relayPacket(b, from)
-		default:
-			m.mu.Lock()
-			fn := m.other
-			m.mu.Unlock()
-			if fn != nil {
-				fn(b, from)
+		m.mu.Lock()
+		srv, other := m.server, m.other
+		m.mu.Unlock()
+		for _, msg := range msgs[:n] {
+			b := msg.buf[:msg.n]
+			from := netip.AddrPortFrom(msg.from.Addr().Unmap(), msg.from.Port())
+			switch {
+			case len(b) == 0:
+			case b[0] == 0xC1: // Parley, docs/protocol.md §1
+				m.push(b, from)
+			case b[0] == FormVersion:
+				if toServer(b) {
+					if srv != nil {
+						srv.handleBatched(b, from, &tx)
+					}
+				} else if m.c != nil {
+					m.c.HandlePacket(b, from)
+				}
+			default:
+				if other != nil {
+					other(b, from)
+				}
 			}
+		}
+		if srv != nil {
+			srv.flush(&tx)
 		}
 	}
 }
 
-func (m *Mux) relayPacket(b []byte, from netip.AddrPort) {
-	if len(b) > offType {
-		switch Type(b[offType]) {
-		case TypeAllocate, TypeSend, TypePing:
-			m.mu.Lock()
-			s := m.server
-			m.mu.Unlock()
-			if s != nil {
-				s.HandlePacket(b, from)
-			}
-			return
-		}
+// toServer reports whether the relay packet b is for a supernode (ALLOCATE,
+// SEND, PING) rather than for a peer's Client.
+func toServer(b []byte) bool {
+	if len(b) <= offType {
+		return false
 	}
-	if m.c != nil {
-		m.c.HandlePacket(b, from)
+	switch Type(b[offType]) {
+	case TypeAllocate, TypeSend, TypePing:
+		return true
 	}
+	return false
 }
 
 // deliver is the Client's hook for a DELIVER on ch (from the reader

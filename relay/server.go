@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -107,10 +108,10 @@ func (s Stats) Drops() uint64 {
 // forwarding path takes s.mu only for reading, releases it, then takes the
 // allocation's lock.
 type Server struct {
-	cfg Config
-	pc  net.PacketConn
-	wap addrPortWriter // pc, if it can write without allocating
-	log *slog.Logger
+	cfg   Config
+	plain plainWriter // pc, one datagram per write
+	batch batchWriter // pc, many datagrams per write where it can
+	log   *slog.Logger
 
 	mu        sync.RWMutex // protects the fields below
 	byID      map[uint64]*allocation
@@ -152,11 +153,12 @@ func (s side) String() string {
 // allocation is one ticket's channel: two sides and what they may still
 // send.
 type allocation struct {
-	id      uint64
-	key     [sha256.Size]byte // SHA-256 of the ticket
-	expires time.Time
-	rate    float64 // bytes per second
-	burst   float64
+	id           uint64
+	key          [sha256.Size]byte // SHA-256 of the ticket
+	expires      time.Time
+	expiresNanos int64   // expires, in Unix nanoseconds: the hot path's form
+	rate         float64 // bytes per second
+	burst        float64
 
 	mu         sync.Mutex // protects the fields below
 	sides      [2]side
@@ -168,7 +170,9 @@ type allocation struct {
 
 // NewServer returns a relay server that writes on pc, the supernode's
 // shared UDP socket. It does not read pc: the supernode's demultiplexer
-// passes relay packets to HandlePacket (a Mux does, see Mux.ServeRelay).
+// passes relay packets to HandlePacket, or, when it is a Mux (see
+// Mux.ServeRelay), hands over each batch it read and the Server writes the
+// batch's DELIVERs together (batch.go).
 func NewServer(cfg Config, pc net.PacketConn) *Server {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
@@ -183,15 +187,14 @@ func NewServer(cfg Config, pc net.PacketConn) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{
+	return &Server{
 		cfg:      cfg,
-		pc:       pc,
+		plain:    newPlainWriter(pc),
+		batch:    newBatchWriter(pc),
 		log:      log,
 		byID:     make(map[uint64]*allocation),
 		byTicket: make(map[[sha256.Size]byte]*allocation),
 	}
-	s.wap, _ = pc.(addrPortWriter)
-	return s
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -249,21 +252,53 @@ func (s *Server) handle(b []byte, from side) {
 	}
 }
 
-// forward is the hot path: SEND in, DELIVER out. It does not allocate.
+// forward is the hot path for a SEND that arrived alone (on a TCP
+// connection, or through HandlePacket): SEND in, DELIVER out. It does not
+// allocate.
 func (s *Server) forward(id uint64, b []byte, from side) {
-	s.mu.RLock()
-	a := s.byID[id]
-	s.mu.RUnlock()
-	if a == nil {
-		s.dropped[DropUnknownChannel].Add(1)
+	to, ok := s.admit(id, len(b)-HeaderSize, from, s.cfg.Now().UnixNano(), nil)
+	if !ok {
 		return
 	}
-	now := s.cfg.Now()
-	if !now.Before(a.expires) {
+	// DELIVER has SEND's header but for the type, so the packet is copied
+	// whole and one byte changed.
+	bp := s.bufs.get(len(b))
+	out := (*bp)[:len(b)]
+	copy(out, b)
+	out[offType] = byte(TypeDeliver)
+	if s.reply(out, to) {
+		s.forwarded.Add(1)
+		s.fwdBytes.Add(uint64(len(b) - HeaderSize))
+	}
+	s.bufs.put(bp)
+}
+
+// admit applies docs/protocol.md §6.3's checks to a SEND of n opaque bytes
+// on channel id from from at now (Unix nanoseconds), charges its budget and
+// token bucket, and returns the side to deliver it to; or counts the drop
+// and returns false. If last is not nil it caches the allocation looked up,
+// for the next SEND of a batch: runs of packets on one channel then cost
+// one map lookup.
+func (s *Server) admit(id uint64, n int, from side, now int64, last **allocation) (side, bool) {
+	var a *allocation
+	if last != nil && *last != nil && (*last).id == id {
+		a = *last
+	} else {
+		s.mu.RLock()
+		a = s.byID[id]
+		s.mu.RUnlock()
+		if a == nil {
+			s.dropped[DropUnknownChannel].Add(1)
+			return side{}, false
+		}
+		if last != nil {
+			*last = a
+		}
+	}
+	if now >= a.expiresNanos {
 		s.dropped[DropExpired].Add(1)
-		return
+		return side{}, false
 	}
-	n := len(b) - HeaderSize
 	a.mu.Lock()
 	var to side
 	switch {
@@ -274,44 +309,91 @@ func (s *Server) forward(id uint64, b []byte, from side) {
 	default:
 		a.mu.Unlock()
 		s.dropped[DropNotSide].Add(1)
-		return
+		return side{}, false
 	}
-	nanos := now.UnixNano()
-	a.lastActive = nanos
+	a.lastActive = now
 	if !to.bound() {
 		a.mu.Unlock()
 		s.dropped[DropPeerUnbound].Add(1)
-		return
+		return side{}, false
 	}
 	if uint64(n) > a.budget {
 		a.mu.Unlock()
 		s.dropped[DropBudget].Add(1)
-		return
+		return side{}, false
 	}
 	if a.tokens < float64(n) {
-		a.tokens = min(a.burst, a.tokens+float64(nanos-a.refilled)*1e-9*a.rate)
-		a.refilled = nanos
+		a.tokens = min(a.burst, a.tokens+float64(now-a.refilled)*1e-9*a.rate)
+		a.refilled = now
 		if a.tokens < float64(n) {
 			a.mu.Unlock()
 			s.dropped[DropRate].Add(1)
-			return
+			return side{}, false
 		}
 	}
 	a.tokens -= float64(n)
 	a.budget -= uint64(n)
 	a.mu.Unlock()
+	return to, true
+}
 
-	// DELIVER has SEND's header but for the type, so the packet is copied
-	// whole and one byte changed.
-	bp := s.bufs.get(len(b))
-	out := (*bp)[:len(b)]
-	copy(out, b)
-	out[offType] = byte(TypeDeliver)
-	if s.reply(out, to) {
-		s.forwarded.Add(1)
-		s.fwdBytes.Add(uint64(n))
+// handleBatched handles a packet that a Mux read from from in a batch.
+// A SEND for a UDP side becomes its DELIVER in place, in b, and is queued
+// on tx: b must stay as it is until the caller's s.flush(tx), which sends
+// the batch's DELIVERs together. Anything else is handled as by
+// HandlePacket, at once.
+func (s *Server) handleBatched(b []byte, from netip.AddrPort, tx *txBatch) {
+	if len(b) < HeaderSize || Type(b[offType]) != TypeSend {
+		s.HandlePacket(b, from)
+		return
 	}
-	s.bufs.put(bp)
+	h, _, err := parseHeader(b)
+	if err != nil {
+		s.dropped[DropMalformed].Add(1)
+		return
+	}
+	if tx.now == 0 {
+		tx.now = s.cfg.Now().UnixNano()
+	}
+	n := len(b) - HeaderSize
+	to, ok := s.admit(h.channel, n, side{addr: from}, tx.now, &tx.last)
+	if !ok {
+		return
+	}
+	b[offType] = byte(TypeDeliver)
+	if to.tcp != nil {
+		// Queued on the connection, as a copy.
+		if s.reply(b, to) {
+			s.forwarded.Add(1)
+			s.fwdBytes.Add(uint64(n))
+		}
+		return
+	}
+	tx.msgs = append(tx.msgs, txMsg{b: b, to: to.addr, payload: n})
+}
+
+// flush sends the DELIVERs that handleBatched queued on tx, counts them,
+// and empties tx.
+func (s *Server) flush(tx *txBatch) {
+	if len(tx.msgs) > 0 {
+		err := s.batch.writeBatch(tx)
+		var sent, bytes, failed uint64
+		for i := range tx.msgs {
+			if tx.msgs[i].failed {
+				failed++
+			} else {
+				sent++
+				bytes += uint64(tx.msgs[i].payload)
+			}
+		}
+		s.forwarded.Add(sent)
+		s.fwdBytes.Add(bytes)
+		if failed > 0 {
+			s.dropped[DropWrite].Add(failed)
+			s.log.Debug("relay: write failed", "packets", failed, "err", err)
+		}
+	}
+	tx.reset()
 }
 
 // reply sends b to a side: on the UDP socket, or queued on its TCP
@@ -323,10 +405,8 @@ func (s *Server) reply(b []byte, to side) bool {
 		if !to.tcp.enqueue(b) {
 			err = errQueueFull
 		}
-	case s.wap != nil:
-		_, err = s.wap.WriteToUDPAddrPort(b, to.addr)
 	default:
-		_, err = s.pc.WriteTo(b, net.UDPAddrFromAddrPort(to.addr))
+		err = s.plain.write(b, to.addr)
 	}
 	if err != nil {
 		s.dropped[DropWrite].Add(1)
@@ -429,14 +509,15 @@ func (s *Server) create(key [sha256.Size]byte, tk ticket.Ticket, now time.Time) 
 	}
 	rate := float64(tk.Rate)
 	a := &allocation{
-		id:         id,
-		key:        key,
-		expires:    tk.ExpiresAt,
-		rate:       rate,
-		burst:      max(rate, minBurst),
-		budget:     tk.Budget,
-		refilled:   now.UnixNano(),
-		lastActive: now.UnixNano(),
+		id:           id,
+		key:          key,
+		expires:      tk.ExpiresAt,
+		expiresNanos: unixNanos(tk.ExpiresAt),
+		rate:         rate,
+		burst:        max(rate, minBurst),
+		budget:       tk.Budget,
+		refilled:     now.UnixNano(),
+		lastActive:   now.UnixNano(),
 	}
 	a.tokens = a.burst
 	s.byID[id] = a
@@ -444,6 +525,15 @@ func (s *Server) create(key [sha256.Size]byte, tk ticket.Ticket, now time.Time) 
 	s.allocsTotal.Add(1)
 	s.log.Debug("relay: allocated", "channel", id, "expires", tk.ExpiresAt)
 	return a, 0
+}
+
+// unixNanos is t.UnixNano, but saturates instead of overflowing for a time
+// after 2262.
+func unixNanos(t time.Time) int64 {
+	if t.After(time.Unix(0, math.MaxInt64)) {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }
 
 // sweepLocked removes expired and idle allocations. It runs at most every
