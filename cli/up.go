@@ -20,6 +20,7 @@ type upOptions struct {
 	server, data, listen, logLevel string
 	web                            string
 	supernode                      string
+	portmap                        string
 	relayTCP                       string
 	budgetRate, budgetBytes        int64
 }
@@ -45,6 +46,7 @@ directory, so several daemons can run side by side with different --data.`,
 	addDataFlag(cmd, &o.data)
 	f.StringVar(&o.listen, "listen", "", "UDP address to bind (default: the port used last time, or any)")
 	f.StringVar(&o.supernode, "supernode", "auto", "relay for others: auto, on or off")
+	f.StringVar(&o.portmap, "portmap", "on", "ask the router for a port mapping (PCP, NAT-PMP, UPnP): on or off")
 	f.StringVar(&o.relayTCP, "relay-tcp", ":443", `TCP address of the relay for peers whose UDP is blocked (supernodes serve it; all dial its port on supernodes); "" for none`)
 	f.Int64Var(&o.budgetRate, "budget-rate", 1<<20, "supernode: bytes per second relayed across sessions")
 	f.Int64Var(&o.budgetBytes, "budget-bytes", 1<<30, "supernode: bytes relayed per pair of peers")
@@ -57,6 +59,9 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	level, err := parseLevel(o.logLevel)
 	if err != nil {
 		return usageError{fmt.Errorf("bad --log-level %q", o.logLevel)}
+	}
+	if o.portmap != "on" && o.portmap != "off" {
+		return usageError{fmt.Errorf("--portmap must be on or off, not %q", o.portmap)}
 	}
 	switch o.supernode {
 	case "auto", "on", "off":
@@ -79,7 +84,7 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	n, err := node.New(node.Config{
 		Server: o.server, DataDir: dir, ListenAddr: o.listen, Logger: log,
-		Supernode: o.supernode, BudgetRate: o.budgetRate, BudgetBytes: o.budgetBytes, RelayTCP: o.relayTCP,
+		Supernode: o.supernode, PortMap: o.portmap, BudgetRate: o.budgetRate, BudgetBytes: o.budgetBytes, RelayTCP: o.relayTCP,
 	})
 	if err != nil {
 		return err

@@ -66,6 +66,10 @@ type Config struct {
 	// Transport tunes the sessions; nil means the transport's defaults.
 	// Its PrivateKey and AcceptPeer are set by the Node.
 	Transport *transport.Config
+	// PortMap "off" keeps the daemon from asking its router for a port
+	// mapping (PCP, NAT-PMP or UPnP IGD, portmap.go); anything else asks,
+	// on a real socket not bound to loopback.
+	PortMap string
 	// SweepRate is the pings per second of a port sweep towards a peer
 	// behind a symmetric NAT when we are behind an endpoint-independent
 	// one (sweep.go); zero means 32,768, negative turns sweeps off.

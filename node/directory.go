@@ -359,6 +359,15 @@ func (n *Node) wakeEvents() {
 	}
 }
 
+// askRediscover asks the refresh loop to gather and report our candidates
+// now.
+func (n *Node) askRediscover() {
+	select {
+	case n.regather <- struct{}{}:
+	default:
+	}
+}
+
 func (n *Node) askRefresh() {
 	select {
 	case n.refresh <- struct{}{}:
@@ -607,6 +616,12 @@ func (n *Node) discover(ctx context.Context, dc *client.Client) {
 		nat = "endpoint-independent"
 	}
 	cands := hosts
+	n.mu.Lock()
+	mapped := n.mapped
+	n.mu.Unlock()
+	if mapped.IsValid() && !slices.Contains(cands, mapped) {
+		cands = append([]netip.AddrPort{mapped}, cands...)
+	}
 	if refl.IsValid() && !slices.Contains(cands, refl) {
 		cands = append([]netip.AddrPort{refl}, cands...)
 	}
@@ -681,6 +696,7 @@ func (n *Node) refreshLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.regather:
 		}
 		n.mu.Lock()
 		up, dc := n.serverUp, n.dc

@@ -62,14 +62,15 @@ type Node struct {
 	mux *relay.Mux
 	ep  *transport.Endpoint
 
-	ctx     context.Context // ends when the node closes
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // goroutines started by the node
-	loginC  chan struct{}  // wakes the event loop after login or logout (cap 1)
-	refresh chan struct{}  // asks for a contact-list refresh (cap 1)
-	snWake  chan struct{}  // the server connection came up: reconsider the supernode role (cap 1)
-	runOnce sync.Once
-	closeMu sync.Once
+	ctx      context.Context // ends when the node closes
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // goroutines started by the node
+	loginC   chan struct{}  // wakes the event loop after login or logout (cap 1)
+	refresh  chan struct{}  // asks for a contact-list refresh (cap 1)
+	snWake   chan struct{}  // the server connection came up: reconsider the supernode role (cap 1)
+	regather chan struct{}  // asks refreshLoop to gather candidates now (cap 1)
+	runOnce  sync.Once
+	closeMu  sync.Once
 
 	// refreshing serialises contact-list refreshes (cap 1; taken before
 	// mu). It is a channel rather than a mutex because it is held across
@@ -97,6 +98,7 @@ type Node struct {
 	reflexive    netip.AddrPort
 	nat          string
 	candidates   []netip.AddrPort
+	mapped       netip.AddrPort // our router's port mapping (portmap.go), if any
 	stunAddr     netip.AddrPort
 	stunAlt      netip.AddrPort
 	supernodes   []cachedSupernode
@@ -138,6 +140,7 @@ func New(cfg Config) (*Node, error) {
 		refresh:    make(chan struct{}, 1),
 		refreshing: make(chan struct{}, 1),
 		snWake:     make(chan struct{}, 1),
+		regather:   make(chan struct{}, 1),
 		stunWait:   make(map[stun.TxID]chan netip.AddrPort),
 		handlers:   make(map[string]func(Peer, *transport.Stream)),
 		peers:      make(map[transport.PublicKey]*peer),
@@ -264,6 +267,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.goroutine(n.contactRefresher)
 	n.goroutine(n.supernodeLoop)
 	n.goroutine(n.reconnectKnown)
+	n.goroutine(n.portmapLoop)
 	select {
 	case <-ctx.Done():
 	case <-n.ctx.Done():
