@@ -70,6 +70,20 @@ func TestBatchedRelayBothWays(t *testing.T) {
 	if id2 := rawAllocate(t, pcs[1], relay, 1, tk); id2 != id {
 		t.Fatalf("channels %x and %x", id, id2)
 	}
+	// Side 0 hears that side 1 bound (the peer-bound notice, §6.2).
+	{
+		buf := make([]byte, 64)
+		pcs[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := pcs[0].Read(buf)
+		if err != nil {
+			t.Fatalf("side 0: no peer-bound notice: %v", err)
+		}
+		h, body, err := parseHeader(buf[:n])
+		a, aerr := parseAllocated(body)
+		if err != nil || aerr != nil || h.typ != TypeAllocated || h.channel != id || !a.peerBound {
+			t.Fatalf("side 0 received %x, want a peer-bound ALLOCATED on channel %x", buf[:n], id)
+		}
+	}
 
 	const rounds = 40
 	var wantMalformed, wantUnknown uint64

@@ -470,13 +470,14 @@ func (s *Server) allocate(pkt, body []byte, from side) {
 	}
 	a.mu.Lock()
 	old := a.sides[req.side]
+	other := a.sides[1-req.side]
 	a.sides[req.side] = from
 	a.lastActive = now.UnixNano()
 	ans := allocatedBody{
 		expires:   a.expires.Unix(),
 		remaining: a.budget,
 		rate:      uint32(a.rate),
-		peerBound: a.sides[1-req.side].bound(),
+		peerBound: other.bound(),
 	}
 	a.mu.Unlock()
 	if !old.is(from) {
@@ -484,6 +485,12 @@ func (s *Server) allocate(pkt, body []byte, from side) {
 	}
 	bp := s.bufs.get(AllocatedSize)
 	s.reply(appendAllocated((*bp)[:0], a.id, ans), from)
+	if !old.bound() && other.bound() {
+		// The second side bound: tell the first, which waits for it
+		// to send (§6.2), so that it need not poll.
+		ans.peerBound = true
+		s.reply(appendAllocated((*bp)[:0], a.id, ans), other)
+	}
 	s.bufs.put(bp)
 }
 

@@ -87,6 +87,8 @@ type rig struct {
 	dir   ed25519.PrivateKey
 	relay transport.PublicKey
 	a, b  [32]byte // the two devices of tickets
+
+	notices []sentPacket // the peer-bound notices the last ALLOCATE sent
 }
 
 func newRig(t testing.TB, mod func(*Config)) *rig {
@@ -136,18 +138,31 @@ func (r *rig) allocate(t *testing.T, from netip.AddrPort, side byte, tk []byte) 
 	pkt := appendAllocate(nil, side, tk)
 	r.srv.HandlePacket(pkt, from)
 	sent := r.conn.take()
-	if len(sent) != 1 {
-		t.Fatalf("ALLOCATE got %d answers, want 1", len(sent))
+	if len(sent) == 0 || len(sent) > 2 {
+		t.Fatalf("ALLOCATE got %d answers, want 1 (2 when it binds the second side)", len(sent))
 	}
 	if sent[0].to != from {
 		t.Fatalf("answer went to %v, want %v", sent[0].to, from)
 	}
-	if len(sent[0].b) > len(pkt) {
-		t.Fatalf("answer of %d bytes to a %d-byte ALLOCATE: amplification", len(sent[0].b), len(pkt))
+	total := 0
+	for _, p := range sent {
+		total += len(p.b)
+	}
+	if total > len(pkt) {
+		t.Fatalf("answers of %d bytes to a %d-byte ALLOCATE: amplification", total, len(pkt))
 	}
 	h, body, err := parseHeader(sent[0].b)
 	if err != nil {
 		t.Fatalf("answer: %v", err)
+	}
+	r.notices = sent[1:]
+	if len(r.notices) > 0 {
+		// The notice to the side bound first: the same channel, peer bound.
+		nh, nb, err := parseHeader(r.notices[0].b)
+		a, aerr := parseAllocated(nb)
+		if err != nil || aerr != nil || nh.typ != TypeAllocated || nh.channel != h.channel || !a.peerBound || r.notices[0].to == from {
+			t.Fatalf("second answer %x to %v is not a peer-bound notice for channel %d", r.notices[0].b, r.notices[0].to, h.channel)
+		}
 	}
 	return h, body
 }
@@ -550,5 +565,27 @@ func TestAllocateErrorString(t *testing.T) {
 	var ae *AllocateError
 	if !errors.As(err, &ae) || ae.Code != CodeFull || err.Error() == "" {
 		t.Fatal(err)
+	}
+}
+
+// TestPeerBoundNotice: when the second side binds, the first hears of it in
+// an ALLOCATED of its own (peer bound), once; refreshes send no notice.
+func TestPeerBoundNotice(t *testing.T) {
+	r := newRig(t, nil)
+	tk := r.ticket(nil)
+	if _, a := r.bind(t, addrA, 0, tk); a.peerBound || len(r.notices) != 0 {
+		t.Fatalf("first side: peer bound %v, %d notices; want false, 0", a.peerBound, len(r.notices))
+	}
+	id, b := r.bind(t, addrB, 1, tk)
+	if !b.peerBound || len(r.notices) != 1 || r.notices[0].to != addrA {
+		t.Fatalf("second side: peer bound %v, notices %v; want true and one to %v", b.peerBound, r.notices, addrA)
+	}
+	for _, refresh := range []struct {
+		from netip.AddrPort
+		side byte
+	}{{addrA, 0}, {addrB, 1}} {
+		if got, a := r.bind(t, refresh.from, refresh.side, tk); got != id || !a.peerBound || len(r.notices) != 0 {
+			t.Fatalf("refresh of side %d: channel %d, peer bound %v, %d notices", refresh.side, got, a.peerBound, len(r.notices))
+		}
 	}
 }
