@@ -627,7 +627,7 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 		// why the session stays relayed.
 		if len(remote) > 0 {
 			n.goroutine(func(nctx context.Context) {
-				bctx, bcancel := context.WithTimeout(nctx, n.cfg.punchTimeout())
+				bctx, bcancel := context.WithTimeout(nctx, opt.timeout(n.cfg.punchTimeout()))
 				defer bcancel()
 				_, _, err := n.punch(bctx, p, remote, opt)
 				if err == nil || !errors.Is(bctx.Err(), context.DeadlineExceeded) {
@@ -669,7 +669,7 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 	if len(remote) > 0 {
 		pending++
 		n.goroutine(func(nctx context.Context) {
-			bctx, bcancel := context.WithTimeout(nctx, n.cfg.punchTimeout())
+			bctx, bcancel := context.WithTimeout(nctx, opt.timeout(n.cfg.punchTimeout()))
 			defer bcancel()
 			addr, _, err := n.punch(bctx, p, remote, opt)
 			if err != nil {
@@ -1072,6 +1072,16 @@ type punchOpts struct {
 	// side of a sweep keeps its probes from reaching the peer's NAT
 	// (sweep.go).
 	quietTTL int
+}
+
+// timeout is how long a punch with these options may run: three times the
+// usual when one side sweeps (sweep.go), so that a sweep slowed by a busy
+// machine still covers the range before either side gives up.
+func (o punchOpts) timeout(d time.Duration) time.Duration {
+	if o.sweep.IsValid() || o.quietTTL > 0 {
+		return 3 * d
+	}
+	return d
 }
 
 // openerWait bounds how long the answerer of an offer waits for the
