@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -135,23 +136,11 @@ func sockaddrAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
 	case unix.AF_INET6:
 		a := netip.AddrFrom16(sa.Addr)
 		if sa.Scope_id != 0 {
-			a = a.WithZone(uitoa(sa.Scope_id))
+			a = a.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10))
 		}
 		return netip.AddrPortFrom(a, port)
 	}
 	return netip.AddrPort{}
-}
-
-func uitoa(v uint32) string {
-	var b [10]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		if v /= 10; v == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 // mmsgWriter writes with sendmmsg(2), and a run of equal-sized datagrams to
