@@ -127,7 +127,6 @@ func TestMatrix(t *testing.T) {
 		{"pub1", "blk1", false, "UDP blocked", false},
 		{"eim1", "eim2", true, "", false},
 		{"eim2", "sym2", true, "", true},
-		{"sym1", "eim1", true, "", true}, // the symmetric side offers
 		{"eim1", "blk2", false, "UDP blocked", false},
 		{"sym1", "sym2", false, "symmetric on both sides", false},
 		{"sym2", "blk1", false, "UDP blocked", false},
