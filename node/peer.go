@@ -565,10 +565,7 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	n.mu.Unlock()
 	if signalled {
 		opt.opened = n.sayOpened(dc, p, id)
-		opt.sweep = n.sweepFor(p, remote)
-		if opt.quietTTL = n.quietTTLFor(p); opt.quietTTL > 0 {
-			opt.openTTLs = []int{opt.quietTTL}
-		}
+		n.addSweep(&opt, p, remote)
 	}
 	if !signalled && early != nil {
 		// The peer did not hear of it: release the channel if one was
@@ -582,7 +579,7 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 		}(early)
 		early = nil
 	}
-	return n.establish(ctx, p, remote, dialer, peerRTTs, id, opt, early)
+	return n.establish(ctx, p, remote, dialer, id, opt, early)
 }
 
 // startRelay sets up a relay channel to p for session on its own
@@ -615,7 +612,7 @@ func (n *Node) startRelay(ctx context.Context, p *peer, session string) <-chan p
 //
 // early, if not nil, is a relay set-up already started (startRelay), used
 // instead of starting one.
-func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool, peerRTTs []client.RTT, session string, opt punchOpts, early <-chan pathResult) (*transport.Session, error) {
+func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, dialer bool, session string, opt punchOpts, early <-chan pathResult) (*transport.Session, error) {
 	pctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
 	if n.cfg.RelayOnly {
@@ -679,20 +676,15 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 		})
 	}
 	n.mu.Lock()
-	sn, haveRelay := chooseRelay(n.supernodes, peerRTTs, p.key)
-	haveRelay = haveRelay && n.dc != nil && n.serverUp && session != ""
+	canRelay := n.dc != nil && n.serverUp && session != ""
 	n.mu.Unlock()
-	switch {
-	case early != nil:
-		haveRelay = true
+	if early == nil && canRelay {
+		early = n.startRelay(pctx, p, session)
+	}
+	haveRelay := early != nil
+	if haveRelay {
 		pending++
 		go func() { results <- <-early }()
-	case haveRelay:
-		pending++
-		go func() {
-			addr, err := n.relayPath(pctx, p, sn, session)
-			results <- pathResult{addr: addr, relayed: true, err: err}
-		}()
 	}
 	if pending == 0 {
 		return nil, fmt.Errorf("%w: no candidates to probe and no relay", ErrNoPath)
@@ -877,7 +869,8 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		n.log.Info("answer offer", "device", key.Short(), "err", err)
 		return
 	}
-	opt := punchOpts{gate: gate, sweep: n.sweepFor(p, remote), quietTTL: n.quietTTLFor(p)}
+	opt := punchOpts{gate: gate}
+	n.addSweep(&opt, p, remote)
 	switch {
 	case cur != nil:
 		// The peer re-punches: its NAT mapping changed, or it retries a
@@ -896,7 +889,7 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		n.mu.Lock()
 		p.connecting = ch
 		n.mu.Unlock()
-		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key), ev.RTTs, ev.Session, opt, nil)
+		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key), ev.Session, opt, nil)
 		n.mu.Lock()
 		if p.connecting == ch {
 			p.connecting = nil
@@ -1021,10 +1014,7 @@ func (n *Node) repunchPeer(p *peer) {
 			p.peerRTTs = ev.RTTs
 			opt := punchOpts{openTTLs: n.openTTLsLocked(false), opened: n.sayOpened(dc, p, id)}
 			n.mu.Unlock()
-			opt.sweep = n.sweepFor(p, remote)
-			if opt.quietTTL = n.quietTTLFor(p); opt.quietTTL > 0 {
-				opt.openTTLs = []int{opt.quietTTL}
-			}
+			n.addSweep(&opt, p, remote)
 			if s != nil {
 				n.movePath(ctx, p, s, remote, opt)
 			}

@@ -66,6 +66,16 @@ func sweepTarget(ourNAT, peerNAT string, remote []netip.AddrPort) netip.Addr {
 	return a
 }
 
+// addSweep sets opt up for a port sweep towards p: the sweep itself when
+// we are to sweep p's ports, or, when p is to sweep ours, the quiet TTL for
+// our probes and as our only opener TTL.
+func (n *Node) addSweep(opt *punchOpts, p *peer, remote []netip.AddrPort) {
+	opt.sweep = n.sweepFor(p, remote)
+	if opt.quietTTL = n.quietTTLFor(p); opt.quietTTL > 0 && len(opt.openTTLs) > 0 {
+		opt.openTTLs = []int{opt.quietTTL}
+	}
+}
+
 // quietTTLFor is the TTL our probes towards p keep until p's first ping
 // arrives: the opener TTL when p will sweep our ports (we are symmetric,
 // it is endpoint-independent), else 0 (full TTL).
