@@ -35,6 +35,17 @@ const (
 	maxPathChallengeRetransmits = 5
 )
 
+// The early data (0-RTT) allowance: before the response arrives, an
+// initiator may open EarlyMaxStreams streams and send EarlyMaxData bytes of
+// stream data, which is also each stream's credit until then. Every endpoint
+// grants at least this much in its handshake parameters (Config's windows
+// and stream limit are raised to it), so early data never exceeds the limits
+// the response brings; an initiator refuses a response that grants less.
+const (
+	EarlyMaxStreams = 4
+	EarlyMaxData    = 16 << 10
+)
+
 // Config tunes an endpoint and its sessions. The zero value is ready to use:
 // every zero field takes the default named in its comment.
 type Config struct {
@@ -64,14 +75,15 @@ type Config struct {
 
 	// StreamWindow and SessionWindow are the initial flow-control receive
 	// windows; they grow by auto-tuning up to MaxStreamWindow and
-	// MaxSessionWindow. 0 means the Default* values.
+	// MaxSessionWindow. 0 means the Default* values; the initial windows are
+	// at least EarlyMaxData.
 	StreamWindow     int
 	MaxStreamWindow  int
 	SessionWindow    int
 	MaxSessionWindow int
 
 	// MaxIncomingStreams is how many streams the peer may have open at once.
-	// 0 means DefaultMaxIncomingStreams (256).
+	// 0 means DefaultMaxIncomingStreams (256); at least EarlyMaxStreams.
 	MaxIncomingStreams int
 
 	// MaxDatagramSize is the largest datagram payload accepted from the
@@ -134,11 +146,11 @@ func (c *Config) withDefaults() Config {
 	d.IdleTimeout = orDuration(d.IdleTimeout, DefaultIdleTimeout)
 	d.KeepAlivePeriod = orDuration(d.KeepAlivePeriod, DefaultKeepAlivePeriod)
 	d.HandshakeTimeout = orDuration(d.HandshakeTimeout, DefaultHandshakeTimeout)
-	d.StreamWindow = orInt(d.StreamWindow, DefaultStreamWindow)
+	d.StreamWindow = max(orInt(d.StreamWindow, DefaultStreamWindow), EarlyMaxData)
 	d.MaxStreamWindow = max(orInt(d.MaxStreamWindow, DefaultMaxStreamWindow), d.StreamWindow)
-	d.SessionWindow = orInt(d.SessionWindow, DefaultSessionWindow)
+	d.SessionWindow = max(orInt(d.SessionWindow, DefaultSessionWindow), EarlyMaxData)
 	d.MaxSessionWindow = max(orInt(d.MaxSessionWindow, DefaultMaxSessionWindow), d.SessionWindow)
-	d.MaxIncomingStreams = orInt(d.MaxIncomingStreams, DefaultMaxIncomingStreams)
+	d.MaxIncomingStreams = max(orInt(d.MaxIncomingStreams, DefaultMaxIncomingStreams), EarlyMaxStreams)
 	if d.MaxDatagramSize == 0 {
 		d.MaxDatagramSize = DefaultMaxDatagramSize
 	}

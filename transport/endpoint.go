@@ -75,6 +75,7 @@ type Endpoint struct {
 	mu          sync.Mutex
 	sessions    map[wire.ConnID]*Session
 	byEphemeral map[[32]byte]*Session // responder sessions not yet confirmed
+	parked      []*packet             // early data ahead of its initiation, oldest first
 	listening   bool
 	acceptQ     chan *Session
 	other       func(b []byte, from netip.AddrPort)
@@ -170,17 +171,10 @@ func (e *Endpoint) ForceCookies(on bool) { e.responder.ForceLoad(on) }
 // returns when the handshake has completed (one round trip), or fails when
 // ctx ends or the handshake times out.
 func (e *Endpoint) Dial(ctx context.Context, addr netip.AddrPort, remote PublicKey) (*Session, error) {
-	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return nil, ErrClosed
+	s, err := e.DialEarly(addr, remote)
+	if err != nil {
+		return nil, err
 	}
-	cid := e.freshCIDLocked()
-	s := newSession(e, true, cid, remote, addr)
-	e.sessions[cid] = s
-	e.mu.Unlock()
-	go s.run(time.Now())
 	select {
 	case <-s.ready:
 		return s, nil
@@ -194,6 +188,33 @@ func (e *Endpoint) Dial(ctx context.Context, addr netip.AddrPort, remote PublicK
 		<-s.done
 		return nil, fmt.Errorf("dial %v: %w", addr, ctx.Err())
 	}
+}
+
+// DialEarly opens a session like Dial but returns at once, with the
+// initiation on its way. Streams opened and written before the response
+// arrives travel as early data (0-RTT, docs/protocol.md §3.5), right behind
+// the initiation: the peer reads the first bytes one round trip sooner.
+// Before the response the session grants the early allowance only
+// (EarlyMaxStreams streams, EarlyMaxData bytes); more waits for it.
+//
+// Early data is protected like the initiation's payload: confidential to
+// the peer and authenticated, refused when replayed, but without forward
+// secrecy should the peer's static key leak later. If the handshake fails,
+// the session closes: its streams fail and Err says why. Handshake waits
+// for the outcome.
+func (e *Endpoint) DialEarly(addr netip.AddrPort, remote PublicKey) (*Session, error) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	cid := e.freshCIDLocked()
+	s := newSession(e, true, cid, remote, addr)
+	e.sessions[cid] = s
+	e.mu.Unlock()
+	go s.run(time.Now())
+	return s, nil
 }
 
 func (e *Endpoint) freshCIDLocked() wire.ConnID {
@@ -392,8 +413,12 @@ func (e *Endpoint) handle(p *packet) {
 		e.putPacket(p)
 		return
 	}
-	if t == wire.TypeInitiation {
+	switch t {
+	case wire.TypeInitiation:
 		e.handleInitiation(p)
+		return
+	case wire.TypeEarlyData:
+		e.handleEarly(p)
 		return
 	}
 	cid, err := wire.ParseDestCID(b)
@@ -420,6 +445,59 @@ func (s *Session) deliver(p *packet) {
 		s.ep.stats.droppedQueueFull.Add(1)
 		s.ep.putPacket(p)
 	}
+}
+
+// maxParked bounds the early data packets kept for initiations still being
+// authenticated (or not yet arrived).
+const maxParked = 16
+
+// handleEarly routes an early data packet to the unconfirmed session of
+// its initiation. One that arrives while its initiation is still being
+// authenticated (on a handshake worker) or is reordered ahead of it is
+// parked, a few at most, oldest dropped first: the initiator sends what
+// was lost again once the session is up.
+func (e *Endpoint) handleEarly(p *packet) {
+	hdr, err := wire.ParseEarlyHeader(p.data)
+	if err != nil {
+		e.stats.droppedMalformed.Add(1)
+		e.putPacket(p)
+		return
+	}
+	e.mu.Lock()
+	s := e.byEphemeral[hdr.Ephemeral]
+	if s == nil && !e.closed {
+		if len(e.parked) == maxParked {
+			e.stats.droppedUnknown.Add(1)
+			e.putPacket(e.parked[0])
+			e.parked = append(e.parked[:0], e.parked[1:]...)
+		}
+		e.parked = append(e.parked, p)
+		e.mu.Unlock()
+		return
+	}
+	e.mu.Unlock()
+	if s == nil {
+		e.putPacket(p)
+		return
+	}
+	s.deliver(p)
+}
+
+// unparkLocked removes and returns the parked early data of the initiation
+// with ephemeral key eph, in arrival order.
+func (e *Endpoint) unparkLocked(eph [32]byte) []*packet {
+	var mine []*packet
+	kept := e.parked[:0]
+	for _, p := range e.parked {
+		if [32]byte(p.data[4:36]) == eph {
+			mine = append(mine, p)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	clear(e.parked[len(kept):])
+	e.parked = kept
+	return mine
 }
 
 // handleInitiation screens and answers a handshake initiation. Only an
@@ -524,10 +602,15 @@ func (e *Endpoint) acceptInitiation(p *packet, eph [32]byte) {
 	s.cur.recvBytes = uint64(len(b))
 	s.cur.sentBytes = uint64(len(resp))
 	close(s.ready)
+	s.initEph = eph
 	e.sessions[cid] = s
 	e.byEphemeral[eph] = s
+	early := e.unparkLocked(eph)
 	e.mu.Unlock()
 	e.write(resp, s.cur.udpAddr)
+	for _, p := range early {
+		s.deliver(p)
+	}
 	go s.run(now)
 	select {
 	case e.acceptQ <- s:

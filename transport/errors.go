@@ -15,6 +15,10 @@ var ErrClosed = errors.New("transport: closed")
 // ErrHandshakeTimeout means no authenticated response arrived in time.
 var ErrHandshakeTimeout = errors.New("transport: handshake timed out")
 
+// ErrPeerLimits means the peer's handshake granted less than the early data
+// allowance (EarlyMaxStreams, EarlyMaxData) every peer must grant.
+var ErrPeerLimits = errors.New("transport: peer grants less than the early data allowance")
+
 // ErrDatagramTooLarge is returned by SendDatagram for a payload that cannot
 // fit one packet on the current path.
 var ErrDatagramTooLarge = errors.New("transport: datagram too large")

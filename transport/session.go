@@ -120,6 +120,8 @@ const minPacketRoom = 64
 type SessionStats struct {
 	PacketsSent, PacketsReceived uint64
 	BytesSent, BytesReceived     uint64
+	EarlyPacketsSent             uint64 // early data (0-RTT) packets, before the response
+	EarlyPacketsReceived         uint64 // early data packets accepted (responder)
 	PacketsLost                  uint64 // declared lost by loss detection
 	SpuriousLosses               uint64 // declared lost, then acknowledged after all
 	PTOs                         uint64 // probe timeouts that fired
@@ -194,6 +196,15 @@ type Session struct {
 	response    []byte // resent for a retransmitted initiation (responder)
 	confirmed   bool   // responder: the initiator proved it has the keys
 	dialed      netip.AddrPort
+
+	// Early data (§3.5). The initiator seals stream data written before
+	// the response under earlySealer (made at the first early packet); the
+	// responder opens it with earlyOpener, derived when the first early
+	// packet of initEph, the initiation's ephemeral key, arrives.
+	earlySealer *aead.Sealer
+	earlyOpener *aead.Opener
+	initEph     [32]byte
+	inEarly     bool // handling an early packet's frames: STREAM, PING, PADDING only
 
 	sealer     *aead.Sealer
 	opener     *aead.Opener
@@ -384,6 +395,13 @@ func newSession(ep *Endpoint, initiator bool, localCID wire.ConnID, remote Publi
 		cur:          newPath(addr, initiator),
 		dialed:       addr,
 	}
+	if initiator {
+		// Until the response brings the peer's limits, the early data
+		// allowance every peer grants (EarlyMaxStreams, EarlyMaxData).
+		s.peerMaxStreams = EarlyMaxStreams
+		s.peerMaxData = EarlyMaxData
+		s.peerParams.InitialMaxStreamData = EarlyMaxData
+	}
 	s.log = cfg.Logger.With("session", localCID.String()[:8], "peer", remote.Short())
 	s.remoteAddr.Store(s.cur.udpAddr)
 	s.curValidated.Store(initiator)
@@ -445,6 +463,23 @@ func (s *Session) installKeys(k handshake.Keys, now time.Time) {
 	s.keyPhaseAt = now
 }
 
+// Handshake waits until the session's handshake has completed, or failed
+// (the error says why), or ctx ends. A session from Dial or Accept has
+// completed it already.
+func (s *Session) Handshake(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	case <-s.done:
+		if s.startErr != nil {
+			return s.startErr
+		}
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // LocalAddr returns the local address of the session's socket.
 func (s *Session) LocalAddr() net.Addr { return s.ep.pc.LocalAddr() }
 
@@ -470,6 +505,7 @@ func (s *Session) closeError() error {
 type sessionCounters struct {
 	packetsSent, packetsReceived, bytesSent, bytesReceived atomic.Uint64
 	droppedDuplicate, droppedAuth                          atomic.Uint64
+	earlySent, earlyReceived                               atomic.Uint64
 }
 
 // Stats returns a snapshot of the session's counters.
@@ -480,6 +516,7 @@ func (s *Session) Stats() SessionStats {
 	c := &s.counters
 	st.PacketsSent, st.PacketsReceived = c.packetsSent.Load(), c.packetsReceived.Load()
 	st.BytesSent, st.BytesReceived = c.bytesSent.Load(), c.bytesReceived.Load()
+	st.EarlyPacketsSent, st.EarlyPacketsReceived = c.earlySent.Load(), c.earlyReceived.Load()
 	st.DroppedDuplicate, st.DroppedAuth = c.droppedDuplicate.Load(), c.droppedAuth.Load()
 	return st
 }

@@ -218,7 +218,63 @@ func (s *Session) handlePacket(p *packet) {
 		}
 	case wire.TypeData:
 		s.handleData(p, now)
+	case wire.TypeEarlyData:
+		s.handleEarly(p, now)
 	}
+}
+
+// handleEarly takes in an early data packet (§3.5): frames the initiator
+// sent behind its initiation, before it had our response. Only a responder
+// that has not yet heard a data packet takes them.
+func (s *Session) handleEarly(p *packet, now time.Time) {
+	if s.initiator || s.confirmed || s.state != stateEstablished {
+		s.ep.stats.droppedUnknown.Add(1)
+		return
+	}
+	b := p.data
+	hdr, err := wire.ParseEarlyHeader(b)
+	if err != nil || hdr.Ephemeral != s.initEph {
+		s.ep.stats.droppedMalformed.Add(1)
+		return
+	}
+	if s.earlyOpener == nil {
+		k, err := handshake.ResponderEarlyKey(s.ep.key.keyPair(), [32]byte(s.remoteKey), s.initEph)
+		if err != nil {
+			s.ep.stats.droppedAuth.Add(1)
+			return
+		}
+		s.earlyOpener = aead.NewOpener(k)
+	}
+	const h = wire.EarlyHeaderLen
+	plain, _, err := s.earlyOpener.Open(b[h:h], b[:h], b[h:], hdr.PacketNumber, false)
+	if err != nil {
+		s.ep.stats.droppedAuth.Add(1)
+		s.counters.droppedAuth.Add(1)
+		return
+	}
+	if !s.replay.Accept(hdr.PacketNumber) {
+		s.ep.stats.droppedReplay.Add(1)
+		s.counters.droppedDuplicate.Add(1)
+		return
+	}
+	s.lastRecv = now
+	s.lastRecvNanos.Store(now.UnixNano())
+	s.counters.packetsReceived.Add(1)
+	s.counters.bytesReceived.Add(uint64(len(b)))
+	s.counters.earlyReceived.Add(1)
+	if p.from == s.cur.addr {
+		s.cur.recvBytes += uint64(len(b))
+	}
+	if hdr.PacketNumber >= s.largestRecv {
+		s.largestRecv = hdr.PacketNumber
+	}
+	s.inEarly = true
+	ackEliciting, err := s.handleFrames(plain, p.from, now)
+	s.inEarly = false
+	if err != nil {
+		return
+	}
+	s.rpt.ReceivedPacket(hdr.PacketNumber, now, ackEliciting)
 }
 
 func (s *Session) handleResponse(p *packet, now time.Time) {
@@ -230,8 +286,27 @@ func (s *Session) handleResponse(p *packet, now time.Time) {
 		s.ep.stats.droppedAuth.Add(1)
 		return
 	}
+	if params.MaxStreams < EarlyMaxStreams || params.InitialMaxData < EarlyMaxData || params.InitialMaxStreamData < EarlyMaxData {
+		// Early data may already have used that much (§3.5).
+		s.startErr = ErrPeerLimits
+		s.setCloseErr(ErrPeerLimits)
+		s.setState(stateClosed)
+		return
+	}
 	s.installKeys(keys, now)
 	s.applyPeerParams(params)
+	// Streams opened early got the early allowance as credit; the real one
+	// is at least as large.
+	s.mu.Lock()
+	early := make([]*Stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		early = append(early, st)
+	}
+	s.mu.Unlock()
+	for _, st := range early {
+		st.onMaxStreamData(params.InitialMaxStreamData)
+	}
+	s.rescheduleAll()
 	if !s.initRetransmitted {
 		s.rtt.UpdateRTT(now.Sub(s.initSent), 0)
 		s.rttNanos.Store(int64(s.rtt.SmoothedRTT()))
@@ -455,6 +530,10 @@ func (s *Session) handleFrames(b []byte, from netip.AddrPort, now time.Time) (ac
 		}
 		if t.IsAckEliciting() {
 			ackEliciting = true
+		}
+		if s.inEarly && t != wire.FramePadding && t != wire.FramePing && t != wire.FrameStream && t != wire.FrameStreamFin {
+			s.protocolError(wire.ProtocolViolation, "frame not allowed in early data", now)
+			return false, errSessionEnded
 		}
 		var n int
 		switch t {

@@ -19,6 +19,10 @@ func randRead(b []byte) { rand.Read(b) }
 // sendPackets sends what the session has to send now, within the
 // congestion window, the pacing rate and the anti-amplification limit.
 func (s *Session) sendPackets(now time.Time) {
+	if s.state == stateHandshaking && s.initiator {
+		s.sendEarlyPackets(now)
+		return
+	}
 	if s.state != stateEstablished {
 		return
 	}
@@ -131,6 +135,52 @@ func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
 		s.sph.RecordAckFrame(pn, ackLargest)
 	}
 	return true
+}
+
+// sendEarlyPackets sends, right behind the initiation, stream data written
+// before the response arrived: early data (§3.5), sealed under the key
+// derived from the initiation, within the congestion window and the early
+// allowance. Loss recovery treats the packets like any other: they share
+// the packet number space, and what the responder does not acknowledge is
+// sent again under the session keys.
+func (s *Session) sendEarlyPackets(now time.Time) {
+	if s.initiation == nil {
+		return
+	}
+	defer s.flush()
+	for i := 0; i < maxBurst; i++ {
+		s.mu.Lock()
+		work := len(s.sendQueue) > 0
+		s.mu.Unlock()
+		if !work || !s.sph.SendAllowed(now) {
+			return
+		}
+		if s.earlySealer == nil {
+			k, err := s.initiation.EarlyKey()
+			if err != nil {
+				return // the data waits for the session keys
+			}
+			s.earlySealer = aead.NewSealer(k)
+		}
+		pn := s.nextPN
+		hdr := wire.EarlyHeader{Ephemeral: s.initiation.Ephemeral(), PacketNumber: pn}
+		buf := hdr.Append(s.outBuf(s.cur))
+		buf, frames, any := s.appendStreams(buf, s.frames[:0], s.cfg.MaxPacketSize-aead.Overhead)
+		if !any {
+			return
+		}
+		s.frames = frames
+		out := s.earlySealer.Seal(buf[wire.EarlyHeaderLen:wire.EarlyHeaderLen], buf[:wire.EarlyHeaderLen], buf[wire.EarlyHeaderLen:], pn)
+		pkt := buf[:wire.EarlyHeaderLen+len(out)]
+		s.nextPN++
+		s.commitOut(len(pkt))
+		s.cur.sentBytes += uint64(len(pkt))
+		s.sph.SentPacket(now, pn, len(pkt), true, frames)
+		s.lastSent = now
+		s.counters.packetsSent.Add(1)
+		s.counters.bytesSent.Add(uint64(len(pkt)))
+		s.counters.earlySent.Add(1)
+	}
 }
 
 // seal encrypts the packet in buf (header and plaintext frames), sends it

@@ -101,6 +101,7 @@ func nextTimestamp(now time.Time) uint64 {
 type Initiator struct {
 	hs           *noise.HandshakeState
 	localPublic  [32]byte
+	localPrivate [32]byte // for the early data key
 	remoteStatic [32]byte
 	localCID     wire.ConnID
 	mac1         [macSize]byte // of the initiation we sent; binds cookie replies
@@ -143,7 +144,7 @@ func Initiate(dst []byte, local KeyPair, remote [32]byte, params wire.HandshakeP
 		mac(&m2, cookie[:], out[:wire.InitiationMAC2Offset])
 		copy(out[wire.InitiationMAC2Offset:], m2[:])
 	}
-	return &Initiator{hs: hs, localPublic: local.Public, remoteStatic: remote, localCID: params.SenderCID, mac1: m1}, dst, nil
+	return &Initiator{hs: hs, localPublic: local.Public, localPrivate: local.Private, remoteStatic: remote, localCID: params.SenderCID, mac1: m1}, dst, nil
 }
 
 // LocalCID is the connection ID this initiation asked the responder to use.

@@ -200,3 +200,39 @@ func BenchmarkHandshake(b *testing.B) {
 		}
 	}
 }
+
+func TestEarlyKeyMatchesAndIsBound(t *testing.T) {
+	alice, bob, mallory := mustKey(t), mustKey(t), mustKey(t)
+	now := time.Unix(1700000000, 0)
+	ini, pkt, err := Initiate(nil, alice, bob.Public, wire.HandshakeParams{SenderCID: cid(1)}, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eph := ini.Ephemeral()
+	if !bytes.Equal(eph[:], pkt[wire.InitiationNoiseOffset:wire.InitiationNoiseOffset+32]) {
+		t.Fatal("Ephemeral is not the initiation's e")
+	}
+	k, err := ini.EarlyKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ResponderEarlyKey(bob, alice.Public, eph)
+	if err != nil || got != k {
+		t.Fatalf("responder's early key %x, %v; initiator's %x", got, err, k)
+	}
+	// Another responder, another claimed initiator or another initiation
+	// each give another key.
+	if other, _ := ResponderEarlyKey(mallory, alice.Public, eph); other == k {
+		t.Error("a third party's static key derives the early key")
+	}
+	if other, _ := ResponderEarlyKey(bob, mallory.Public, eph); other == k {
+		t.Error("the key does not depend on the initiator's static key")
+	}
+	ini2, _, err := Initiate(nil, alice, bob.Public, wire.HandshakeParams{SenderCID: cid(1)}, nil, now.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2, _ := ini2.EarlyKey(); k2 == k {
+		t.Error("two initiations share an early key")
+	}
+}

@@ -35,6 +35,7 @@ const (
 	TypeResponse    PacketType = 2 // Noise IK message 2, §1.2
 	TypeCookieReply PacketType = 3 // load-shedding cookie, §1.3
 	TypeData        PacketType = 4 // encrypted frames, §1.4
+	TypeEarlyData   PacketType = 5 // frames sent before the response (0-RTT), §1.6
 )
 
 func (t PacketType) String() string {
@@ -47,6 +48,8 @@ func (t PacketType) String() string {
 		return "cookie_reply"
 	case TypeData:
 		return "data"
+	case TypeEarlyData:
+		return "early_data"
 	}
 	return "PacketType(" + strconv.Itoa(int(t)) + ")"
 }
@@ -76,7 +79,7 @@ func PacketTypeOf(b []byte) (PacketType, error) {
 		return 0, ErrNotParley
 	}
 	t := PacketType(b[1])
-	if t < TypeInitiation || t > TypeData {
+	if t < TypeInitiation || t > TypeEarlyData {
 		return 0, ErrPacketType
 	}
 	return t, nil
@@ -107,7 +110,7 @@ func ParseDestCID(b []byte) (ConnID, error) {
 		if len(b) != CookieReplyLen {
 			return ConnID{}, ErrPacketLength
 		}
-	default:
+	default: // initiation and early data: routed by the handshake
 		return ConnID{}, ErrNoDestCID
 	}
 	return ConnID(b[destCIDOffset : destCIDOffset+ConnIDLen]), nil
