@@ -102,3 +102,58 @@ func TestMovePathRelayToDirectMidTransfer(t *testing.T) {
 		}
 	})
 }
+
+// TestUsePathSkipsValidation: a path the caller vouches for is used at
+// once, and the peer follows one way later (MovePath would first spend a
+// round trip on PATH_CHALLENGE); the session keeps working across it.
+func TestUsePathSkipsValidation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := natlab.New(natlab.Config{Seed: 12})
+		t.Cleanup(func() { w.Close() })
+		inet := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
+		link := natlab.Link{Delay: 10 * time.Millisecond} // 20 ms one way, alice to bob
+		alice := w.NewHost("alice", inet, link)
+		bob := w.NewHost("bob", inet, link)
+		relayHost := w.NewHost("relay", inet, natlab.Link{Delay: 30 * time.Millisecond})
+		ctx := context.Background()
+		pcA, _ := alice.ListenPacket(ctx, "udp4", ":4000")
+		pcB, _ := bob.ListenPacket(ctx, "udp4", ":5000")
+		pcR, _ := relayHost.ListenPacket(ctx, "udp4", ":6000")
+		aAddr := pcA.LocalAddr().(*net.UDPAddr).AddrPort()
+		bAddr := pcB.LocalAddr().(*net.UDPAddr).AddrPort()
+		forwarder(t, pcR, aAddr, bAddr)
+		bobKey := newKey(t)
+		ln, _ := Listen(pcB, bobKey, nil)
+		t.Cleanup(func() { ln.Close() })
+		client, err := Dial(ctx, pcA, pcR.LocalAddr(), bobKey.Public(), &Config{PrivateKey: newKey(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close(); <-client.Done() })
+		server, err := ln.Accept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := client.UsePath(ctx, bAddr); err != nil {
+			t.Fatal(err)
+		}
+		if got := client.CurrentPath(); got.Remote != bAddr || time.Since(start) != 0 {
+			t.Fatalf("after UsePath alice's path is %+v, %v later; want %v at once", got, time.Since(start), bAddr)
+		}
+		for server.CurrentPath().Remote != aAddr {
+			if time.Since(start) > time.Second {
+				t.Fatalf("bob still sends to %v", server.CurrentPath().Remote)
+			}
+			time.Sleep(time.Millisecond) // virtual time: a poll, not a wait for luck
+		}
+		if d := time.Since(start); d > 21*time.Millisecond {
+			t.Errorf("bob followed %v after UsePath; want one way, 20 ms", d)
+		}
+		pcR.Close() // the relay is gone: the session must not need it
+		transfer(t, client, server, 1, 256<<10, nil)
+		if got := client.Stats().PathChanges; got != 1 {
+			t.Errorf("alice's path changes = %d, want 1", got)
+		}
+	})
+}

@@ -310,8 +310,9 @@ func (s *Session) LastReceived() time.Time { return time.Unix(0, s.lastRecvNanos
 
 // moveRequest asks the run loop to move the session to a new path.
 type moveRequest struct {
-	addr   netip.AddrPort
-	result chan error
+	addr    netip.AddrPort
+	vouched bool // UsePath: move at once, without a PATH_CHALLENGE
+	result  chan error
 }
 
 // probe is a path the application asked to move to, while it is validated.
@@ -331,10 +332,28 @@ var ErrPathUnreachable = errors.New("transport: path did not answer")
 // repeated. It fails with ErrPathUnreachable if addr does not answer within
 // a few round trips (the session stays where it was). If the response comes
 // from another address than addr (a NAT that mapped the peer's reply
-// elsewhere), the session moves to where the response came from.
+// elsewhere), the session moves to where the response came from. A session
+// from DialEarly first waits for its handshake.
 func (s *Session) MovePath(ctx context.Context, addr netip.AddrPort) error {
-	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	req := moveRequest{addr: addr, result: make(chan error, 1)}
+	return s.move(ctx, moveRequest{addr: addr})
+}
+
+// UsePath moves the session to the peer address addr at once, without
+// validating it first: for an address the caller has already seen reach
+// the peer both ways (Parley's daemon: one from which an authenticated
+// punch probe was answered). It saves MovePath's round trip. The session
+// sends a PING there at once, so that the peer follows; the path it leaves
+// is kept, should the peer's packets keep coming from there.
+func (s *Session) UsePath(ctx context.Context, addr netip.AddrPort) error {
+	return s.move(ctx, moveRequest{addr: addr, vouched: true})
+}
+
+func (s *Session) move(ctx context.Context, req moveRequest) error {
+	if err := s.Handshake(ctx); err != nil {
+		return err
+	}
+	req.addr = netip.AddrPortFrom(req.addr.Addr().Unmap(), req.addr.Port())
+	req.result = make(chan error, 1)
 	select {
 	case s.moveCh <- req:
 	case <-s.done:

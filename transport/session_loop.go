@@ -431,6 +431,21 @@ func (s *Session) startProbe(req moveRequest, now time.Time) {
 		req.result <- nil
 		return
 	}
+	if req.vouched {
+		old := s.cur
+		np := newPath(req.addr, true)
+		np.recvBytes = old.recvBytes
+		if old.validated {
+			s.prev = old
+		}
+		s.setCurrent(np)
+		s.mu.Lock()
+		s.stats.PathChanges++
+		s.mu.Unlock()
+		s.queueControl(controlFrame{kind: kindPing})
+		req.result <- nil
+		return
+	}
 	pr := &probe{p: newPath(req.addr, false), result: req.result}
 	s.probing = append(s.probing, pr)
 	s.sendProbe(pr, now)
