@@ -73,6 +73,10 @@ type offerRequest struct {
 	Relay      string    `json:"relay,omitempty"`
 	Ticket     string    `json:"ticket,omitempty"`
 	NAT        string    `json:"nat,omitempty"`
+	// IssueTicket asks the server to sign a relay ticket for the pair
+	// through Relay and pass it on with the offer: one round trip instead
+	// of POST /v1/tickets and then the offer.
+	IssueTicket bool `json:"issue_ticket,omitempty"`
 }
 
 // natKinds are the NAT types an offer may state: what the sender learnt of
@@ -144,6 +148,9 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess session) *ap
 			return errorf(http.StatusBadRequest, codeInvalidRequest, "ticket must be standard base64")
 		}
 	}
+	if req.IssueTicket && (req.Kind != "offer" || req.Relay == "" || req.Ticket != "") {
+		return errorf(http.StatusBadRequest, codeInvalidRequest, `issue_ticket needs kind "offer", a relay and no ticket`)
+	}
 	ctx := r.Context()
 	d, _, e := s.peerDevice(ctx, r, sess, req.To)
 	if e != nil {
@@ -151,6 +158,16 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess session) *ap
 	}
 	if !d.Online {
 		return errorf(http.StatusConflict, codePeerOffline, "the device is offline; leave a mailbox message instead")
+	}
+	var grant *ticketResponse
+	if req.IssueTicket {
+		relayKey, _ := parseKey(req.Relay)
+		g, e := s.signTicket(r, sess, d.PublicKey, relayKey)
+		if e != nil {
+			return e
+		}
+		grant = &g
+		req.Ticket = base64.StdEncoding.EncodeToString(g.Ticket)
 	}
 	if req.Candidates == nil {
 		req.Candidates = []string{}
@@ -163,6 +180,10 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess session) *ap
 	s.publish(ctx, broadcast{Event: mustJSON(ev), Devices: []int64{d.ID}})
 	s.m.offers.Inc()
 	s.stats.offer(s.now())
+	if grant != nil {
+		writeJSON(w, http.StatusOK, grant)
+		return nil
+	}
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }

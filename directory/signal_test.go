@@ -220,6 +220,28 @@ func testSupernodesAndTickets(t *testing.T, newEnv envMaker) {
 	_, _, _, err = a.Ticket(ctx, bKey, newKey(t))
 	wantStatus(t, err, 404, "not_supernode")
 
+	// A relay offer with issue_ticket: the server signs the ticket, returns
+	// it and passes the same ticket on with the offer.
+	bs := events(t, b)
+	tb, _, raddr, err = a.OfferRelay(ctx, client.Offer{To: bKey, Kind: "offer", Session: "r1", Relay: &snKey})
+	if err != nil || raddr != addr {
+		t.Fatalf("relay offer: %q, %v", raddr, err)
+	}
+	if tk, err := ticket.Verify(pub, tb, time.Now()); err != nil || tk.A != aKey || tk.B != bKey || tk.Relay != snKey {
+		t.Fatalf("offer's ticket %+v, %v", tk, err)
+	}
+	ev := nextEvent(t, bs, "offer")
+	if !bytes.Equal(ev.Ticket, tb) || ev.Relay == nil || *ev.Relay != snKey || ev.Session != "r1" {
+		t.Fatalf("bob's offer event %+v: not the returned ticket", ev)
+	}
+	stranger := newKey(t)
+	_, _, _, err = a.OfferRelay(ctx, client.Offer{To: bKey, Kind: "offer", Session: "r2", Relay: &stranger})
+	wantStatus(t, err, 404, "not_supernode")
+	_, _, _, err = a.OfferRelay(ctx, client.Offer{To: bKey, Kind: "answer", Session: "r3", Relay: &snKey})
+	wantStatus(t, err, 400, "invalid_request")
+	_, _, _, err = a.OfferRelay(ctx, client.Offer{To: bKey, Kind: "offer", Session: "r4"})
+	wantStatus(t, err, 400, "invalid_request")
+
 	// Public addresses only, by default.
 	e2 := newEnv(t, func(c *directory.Config) { c.AllowPrivateSupernodes = false })
 	c2, _ := e2.user("relay")

@@ -239,8 +239,7 @@ func (s *Server) issueTicket(w http.ResponseWriter, r *http.Request, sess sessio
 	if e := decode(w, r, smallBody, &req); e != nil {
 		return e
 	}
-	ctx := r.Context()
-	peer, _, e := s.peerDevice(ctx, r, sess, req.Peer)
+	peer, _, e := s.peerDevice(r.Context(), r, sess, req.Peer)
 	if e != nil {
 		return e
 	}
@@ -248,10 +247,23 @@ func (s *Server) issueTicket(w http.ResponseWriter, r *http.Request, sess sessio
 	if !ok {
 		return errorf(http.StatusBadRequest, codeInvalidKey, "relay must be a device key")
 	}
+	g, e := s.signTicket(r, sess, peer.PublicKey, relayKey)
+	if e != nil {
+		return e
+	}
+	writeJSON(w, http.StatusOK, g)
+	return nil
+}
+
+// signTicket signs a relay ticket for the caller's device and peer through
+// the listed supernode relayKey (POST /v1/tickets, and offers with
+// issue_ticket).
+func (s *Server) signTicket(r *http.Request, sess session, peer, relayKey [32]byte) (ticketResponse, *apiError) {
+	ctx := r.Context()
 	now := s.now()
 	sns, err := s.store.Supernodes(ctx, now.Add(-s.cfg.SupernodeTTL))
 	if err != nil {
-		return s.internal(r, "supernodes", err)
+		return ticketResponse{}, s.internal(r, "supernodes", err)
 	}
 	var relay *store.Supernode
 	for i := range sns {
@@ -260,16 +272,15 @@ func (s *Server) issueTicket(w http.ResponseWriter, r *http.Request, sess sessio
 		}
 	}
 	if relay == nil {
-		return errorf(http.StatusNotFound, codeNotSupernode, "the relay is not a listed supernode")
+		return ticketResponse{}, errorf(http.StatusNotFound, codeNotSupernode, "the relay is not a listed supernode")
 	}
 	t := ticket.Ticket{
 		IssuedAt: now, ExpiresAt: now.Add(s.cfg.TicketLifetime),
-		A: sess.deviceKey, B: peer.PublicKey, Relay: relayKey,
+		A: sess.deviceKey, B: peer, Relay: relayKey,
 		Budget: uint64(relay.BudgetBytes), Rate: uint32(min(relay.BudgetRate, 1<<32-1)),
 	}
 	s.m.tickets.Inc()
-	writeJSON(w, http.StatusOK, ticketResponse{Ticket: ticket.Sign(s.key, t), ExpiresAt: t.ExpiresAt.Truncate(time.Second).UTC(), Relay: relay.Addr})
-	return nil
+	return ticketResponse{Ticket: ticket.Sign(s.key, t), ExpiresAt: t.ExpiresAt.Truncate(time.Second).UTC(), Relay: relay.Addr}, nil
 }
 
 // serverKey: GET /v1/server-key publishes the key that verifies tickets.

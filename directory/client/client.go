@@ -352,6 +352,24 @@ func (c *Client) SendOffer(ctx context.Context, o Offer) error {
 	return err
 }
 
+// OfferRelay passes an offer of a relay channel through relay (o.Relay must
+// be set, o.Ticket empty) with a ticket the server signs for the pair: the
+// peer receives the ticket with the offer, and the caller gets it back. One
+// round trip where Ticket and then SendOffer take two.
+func (c *Client) OfferRelay(ctx context.Context, o Offer) (ticket []byte, expires time.Time, relayAddr string, err error) {
+	var out struct {
+		Ticket    []byte    `json:"ticket"`
+		ExpiresAt time.Time `json:"expires_at"`
+		RelayAddr string    `json:"relay_addr"`
+	}
+	req := struct {
+		Offer
+		IssueTicket bool `json:"issue_ticket"`
+	}{o, true}
+	_, err = c.do(ctx, "POST", "/v1/offers", req, &out, nil)
+	return out.Ticket, out.ExpiresAt, out.RelayAddr, err
+}
+
 // ReportSession tells the server which path a session uses now: "direct",
 // "relayed" or "closed".
 func (c *Client) ReportSession(ctx context.Context, peer Key, path string) error {
