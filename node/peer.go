@@ -517,12 +517,12 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 		rtts = n.rttVectorLocked()
 		n.mu.Unlock()
 	}
-	// When we will dial (the smaller key), the relay channel is set up
-	// at once, beside the offer, with the relay chosen from the peer's RTT
+	// We dial (the offerer does), and the relay channel is set up at
+	// once, beside the offer, with the relay chosen from the peer's RTT
 	// vector of an earlier exchange (or our nearest): the first message
 	// need not wait for the answer, nor for hole punching.
 	var early <-chan pathResult
-	if dc != nil && up && keyLess(n.pub, p.key) {
+	if dc != nil && up {
 		early = n.startRelay(ctx, p, id)
 	}
 	if dc != nil && up {
@@ -555,8 +555,6 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 			return nil, fmt.Errorf("%w: the directory server is unreachable and no address of the device is cached", ErrNoPath)
 		}
 	}
-	// Without signalling the peer does not know we are coming: we dial.
-	dialer := !signalled || keyLess(n.pub, p.key)
 	n.mu.Lock()
 	opt := punchOpts{openTTLs: n.openTTLsLocked(!signalled)}
 	if signalled {
@@ -579,7 +577,7 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 		}(early)
 		early = nil
 	}
-	return n.establish(ctx, p, remote, dialer, id, opt, early)
+	return n.establish(ctx, p, remote, true, id, opt, early)
 }
 
 // startRelay sets up a relay channel to p for session on its own
@@ -702,7 +700,10 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 			errs = append(errs, r.err)
 			continue
 		}
-		s, err := n.ep.Dial(pctx, r.addr, p.key)
+		// The session is returned before its handshake completes: what
+		// the caller writes at once rides behind the initiation as early
+		// data (docs/protocol.md §3.5), the first message's fastest way.
+		s, err := n.ep.DialEarly(r.addr, p.key)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("handshake with %v: %w", r.addr, err))
 			continue
@@ -753,6 +754,18 @@ func (n *Node) upgradeWhenPunched(ctx context.Context, p *peer, s *transport.Ses
 	if r.err != nil || r.relayed {
 		if r.err != nil {
 			n.setWhy(p, r.err.Error())
+		}
+		return
+	}
+	if err := s.Handshake(ctx); err != nil {
+		// The relayed handshake failed (the peer never bound its side of
+		// the relay): open a new session on the punched path instead.
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Info("relayed handshake failed; dialling the punched path", "device", p.key.Short(), "addr", r.addr, "err", err)
+		if ds, err := n.ep.Dial(ctx, r.addr, p.key); err == nil {
+			n.addSession(p, ds, n.pub)
 		}
 		return
 	}
@@ -889,7 +902,7 @@ func (n *Node) handleOffer(ctx context.Context, ev client.Event) {
 		n.mu.Lock()
 		p.connecting = ch
 		n.mu.Unlock()
-		_, err := n.establish(ctx, p, remote, keyLess(n.pub, p.key), ev.Session, opt, nil)
+		_, err := n.establish(ctx, p, remote, false, ev.Session, opt, nil)
 		n.mu.Lock()
 		if p.connecting == ch {
 			p.connecting = nil
@@ -936,15 +949,16 @@ func (n *Node) movePath(ctx context.Context, p *peer, s *transport.Session, remo
 	n.moveTo(ctx, p, s, addr)
 }
 
-// moveTo moves s onto addr (Session.MovePath validates it first) and
-// reports whether the session is there.
+// moveTo moves s onto addr, a punched address (an authenticated probe was
+// answered from it, so the transport need not validate it again:
+// Session.UsePath), and reports whether the session is there.
 func (n *Node) moveTo(ctx context.Context, p *peer, s *transport.Session, addr netip.AddrPort) bool {
 	if addr == s.CurrentPath().Remote {
 		return true
 	}
 	mctx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 	defer cancel()
-	if err := s.MovePath(mctx, addr); err != nil {
+	if err := s.UsePath(mctx, addr); err != nil {
 		n.log.Info("move path", "device", p.key.Short(), "addr", addr, "err", err)
 		return false
 	}

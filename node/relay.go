@@ -139,51 +139,26 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 	if dc == nil {
 		return netip.AddrPort{}, ErrNotLoggedIn
 	}
-	tk, _, relayAddr, err := dc.Ticket(ctx, client.Key(p.key), client.Key(sn.Key))
+	// One round trip to the server: it signs the ticket and passes it to
+	// the peer with the offer, and the peer allocates its side while we
+	// allocate ours.
+	relayKey := client.Key(sn.Key)
+	tk, _, relayAddr, err := dc.OfferRelay(ctx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: session,
+		Candidates: []string{}, RTTs: []client.RTT{}, Relay: &relayKey})
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("relay ticket: %w", err)
+		return netip.AddrPort{}, fmt.Errorf("relay offer: %w", err)
 	}
 	addr, err := netip.ParseAddrPort(relayAddr)
 	if err != nil {
 		addr, _ = netip.ParseAddrPort(sn.Addr)
 	}
-	// The peer allocates its side while we allocate ours.
-	relayKey := client.Key(sn.Key)
-	offered := make(chan error, 1)
-	go func() {
-		offered <- dc.SendOffer(ctx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: session,
-			Candidates: []string{}, RTTs: []client.RTT{}, Relay: &relayKey, Ticket: tk})
-	}()
 	ch, err := n.allocate(ctx, addr, sn.TCPPort, 0, tk) // we requested the ticket: device A
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	if err := <-offered; err != nil {
-		ch.Close()
-		return netip.AddrPort{}, fmt.Errorf("send relay offer: %w", err)
-	}
-	// Wait for the peer to bind its side: the relay tells us with an
-	// ALLOCATED when it does (PeerReady). Refreshing now and then covers
-	// the loss of that datagram.
-	wait := 200 * time.Millisecond
-	for !ch.PeerBound() {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			ch.Close()
-			return netip.AddrPort{}, fmt.Errorf("the peer did not bind its side of relay %v: %w", addr, ctx.Err())
-		case <-ch.PeerReady():
-			t.Stop()
-			continue
-		case <-t.C:
-			wait = min(2*wait, time.Second)
-		}
-		if err := ch.Refresh(ctx); err != nil {
-			ch.Close()
-			return netip.AddrPort{}, err
-		}
-	}
+	// No need to wait for the peer to bind its side: the relay holds what
+	// we send until it does (docs/protocol.md §6.3), so the initiation and
+	// its early data are there the moment the peer binds.
 	return n.mux.VirtualAddr(ch), nil
 }
 
