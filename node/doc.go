@@ -22,9 +22,13 @@
 // small packets authenticated by a key derived from the two devices'
 // static keys, so only the peer can make or answer them. Sending a probe
 // opens the sender's NAT mapping; an answered probe proves a path both
-// ways. The side with the smaller public key is the dialer: it sends the
-// Noise handshake to the first address whose probe was answered, and the
-// other side accepts it from wherever it comes.
+// ways. The offerer is the dialer. Beside its offer it sets up a relay
+// channel (relay.go) and, as soon as its own side is bound, sends the Noise
+// handshake there with the first message as early data; the relay holds it
+// until the peer has bound its side. When a probe is answered, the session
+// moves onto that direct path (Session.UsePath); had the probe been
+// answered first, the dialer would have dialled it directly. The other side
+// accepts the session from wherever it comes.
 //
 // Linux NATs clash (see package lab): a probe arriving before the far side
 // has sent creates a conntrack entry that makes the far router map the far
