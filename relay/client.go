@@ -86,15 +86,17 @@ type chanKey struct {
 
 // allocWait is an outstanding ALLOCATE.
 type allocWait struct {
+	relay   netip.AddrPort // for UDP
+	tcp     *clientTCP     // for TCP
+	side    byte
 	ticket  []byte
 	expires int64 // the ticket's, to match the ALLOCATED
 	res     chan allocResult
 }
 
 type allocResult struct {
-	id   uint64
-	body allocatedBody
-	err  error
+	ch  *Channel
+	err error
 }
 
 func (w *allocWait) answer(r allocResult) {
@@ -350,7 +352,9 @@ func (c *Client) Allocate(ctx context.Context, relay netip.AddrPort, side byte, 
 	}
 	defer func() { <-sem }()
 
-	w := &allocWait{ticket: tk, expires: t.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
+	// w keeps a copy of tk: the channel may be created from it after this
+	// call has returned (see answer).
+	w := &allocWait{relay: relay, side: side, ticket: bytes.Clone(tk), expires: t.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
 	c.mu.Lock()
 	c.waits[relay] = w
 	c.mu.Unlock()
@@ -370,7 +374,7 @@ func (c *Client) Allocate(ctx context.Context, relay netip.AddrPort, side byte, 
 			if r.err != nil {
 				return nil, fmt.Errorf("allocate on relay %v: %w", relay, r.err)
 			}
-			return c.bind(chanKey{relay, r.id}, nil, side, tk, r.body), nil
+			return r.ch, nil
 		case <-timer.C:
 			if err := c.writeUDP(pkt, relay); err != nil {
 				c.log.Debug("relay: allocate send failed", "relay", relay, "err", err)
@@ -395,7 +399,10 @@ func checkAllocate(side byte, tk []byte) (ticket.Ticket, error) {
 }
 
 // bind returns the channel for an ALLOCATED answer, creating it or updating
-// the one a previous Allocate of the same ticket created.
+// the one a previous Allocate of the same ticket created. It runs on the
+// goroutine that read the answer, before the next packet is read: the relay
+// may follow the answer at once with DELIVERs of what it held (§6.3), and
+// they must find the channel.
 func (c *Client) bind(k chanKey, t *clientTCP, side byte, tk []byte, a allocatedBody) *Channel {
 	c.mu.Lock()
 	var ch *Channel
@@ -460,6 +467,10 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 // only if w is for the same ticket: under load a late answer for one
 // channel used to be taken for the next ALLOCATE to the same relay, whose
 // ticket often has the same expiry second ("relay: channel lost").
+//
+// An ALLOCATED that answers w creates its channel here, not in w's
+// goroutine (see bind). If w's caller has given up meanwhile, the channel
+// stays with the client, and allocating the ticket again returns it.
 func (c *Client) answer(w *allocWait, ch *Channel, h header, body []byte) {
 	if h.typ == TypeAllocated && ch != nil {
 		a, err := parseAllocated(body)
@@ -469,7 +480,7 @@ func (c *Client) answer(w *allocWait, ch *Channel, h header, body []byte) {
 		}
 		ch.update(a)
 		if w != nil && bytes.Equal(w.ticket, ch.ticket) {
-			w.answer(allocResult{id: h.channel, body: a})
+			w.answer(allocResult{ch: ch})
 		}
 		return
 	}
@@ -491,7 +502,7 @@ func (c *Client) answer(w *allocWait, ch *Channel, h header, body []byte) {
 		c.dropped.Add(1)
 		return
 	}
-	w.answer(allocResult{id: h.channel, body: a})
+	w.answer(allocResult{ch: c.bind(chanKey{w.relay, h.channel}, w.tcp, w.side, w.ticket, a)})
 }
 
 func (c *Client) pong(body []byte) {
@@ -680,7 +691,7 @@ func (c *Client) allocateOn(ctx context.Context, t *clientTCP, side byte, tk []b
 		return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, ctx.Err())
 	}
 	defer func() { <-t.sem }()
-	w := &allocWait{ticket: tk, expires: tt.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
+	w := &allocWait{tcp: t, side: side, ticket: bytes.Clone(tk), expires: tt.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
 	c.mu.Lock()
 	t.wait = w
 	c.mu.Unlock()
@@ -699,7 +710,7 @@ func (c *Client) allocateOn(ctx context.Context, t *clientTCP, side byte, tk []b
 		if r.err != nil {
 			return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, r.err)
 		}
-		return c.bind(chanKey{id: r.id}, t, side, tk, r.body), nil
+		return r.ch, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, ctx.Err())
 	}
