@@ -199,6 +199,14 @@ func (p *relayProc) cpu() time.Duration {
 
 // rawAllocate binds side of tk from pc and returns the channel ID.
 func rawAllocate(t testing.TB, pc *net.UDPConn, relay *net.UDPAddr, side byte, tk []byte) uint64 {
+	id, _ := rawAllocated(t, pc, relay, side, tk)
+	return id
+}
+
+// rawAllocated binds side of tk from pc and returns the channel ID and the
+// ALLOCATED. What follows the ALLOCATED stays in pc.
+func rawAllocated(t testing.TB, pc *net.UDPConn, relay *net.UDPAddr, side byte, tk []byte) (uint64, allocatedBody) {
+	t.Helper()
 	buf := make([]byte, 2048)
 	for range 50 {
 		pc.WriteTo(appendAllocate(nil, side, tk), relay)
@@ -207,13 +215,17 @@ func rawAllocate(t testing.TB, pc *net.UDPConn, relay *net.UDPAddr, side byte, t
 		if err != nil {
 			continue
 		}
-		if h, _, err := parseHeader(buf[:n]); err == nil && h.typ == TypeAllocated {
+		if h, body, err := parseHeader(buf[:n]); err == nil && h.typ == TypeAllocated {
 			pc.SetReadDeadline(time.Time{})
-			return h.channel
+			a, err := parseAllocated(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return h.channel, a
 		}
 	}
 	t.Fatal("no ALLOCATED")
-	return 0
+	return 0, allocatedBody{}
 }
 
 // relayPair starts a relay process and binds a channel between two

@@ -235,9 +235,13 @@ func (ch *Channel) update(a allocatedBody) {
 	}
 }
 
-// Send sends b to the other side through the relay, as one SEND. The relay
-// drops it silently if the other side has not allocated yet or the
-// ticket's budget or rate does not allow it. Send does not retain b.
+// Send sends b to the other side through the relay, as one SEND. It may be
+// called as soon as Allocate returns: until the other side allocates, the
+// relay holds what this side sends (up to MaxHeldPackets packets and
+// MaxHeldBytes bytes, for MaxHoldTime) and delivers it when the other side
+// binds, which saves waiting for PeerReady. The relay drops a packet
+// silently beyond that, or if the ticket's budget or rate does not allow
+// it. Send does not retain b.
 func (ch *Channel) Send(b []byte) error {
 	if ch.closed.Load() {
 		return ErrChannelClosed

@@ -7,7 +7,10 @@
 // sends to the other, blindly: the packets are Parley packets sealed end to
 // end, and the relay has no keys. It enforces the ticket's expiry, byte
 // budget and rate, and answers nothing per forwarded packet, so it cannot be
-// used to amplify traffic.
+// used to amplify traffic. A side may send as soon as it has bound: until
+// the other side binds, the relay holds a few packets for it (hold.go), so
+// that a dialling peer's handshake does not wait a round trip through the
+// relay.
 //
 // Relay packets share a peer's single UDP socket with Parley packets (first
 // byte 0xC1) and STUN (0x00, 0x01): they start with 0xD1. The layouts are in

@@ -47,6 +47,9 @@ type Config struct {
 	// IdleTimeout drops an allocation when neither side has sent for this
 	// long; 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// HoldMemory bounds the opaque bytes held for sides not yet bound, on
+	// all channels together (hold.go); 0 means DefaultHoldMemory.
+	HoldMemory int
 	// Logger may be nil (no logs).
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests set it.
@@ -62,15 +65,16 @@ const (
 	DropUnknownChannel                   // SEND for a channel the relay does not hold
 	DropExpired                          // SEND on a channel whose ticket has expired
 	DropNotSide                          // SEND from an address that is neither side: a third party
-	DropPeerUnbound                      // SEND while the other side has not allocated yet
+	DropHoldFull                         // SEND while the other side is unbound, and the hold is full
 	DropBudget                           // the ticket's byte budget is spent
 	DropRate                             // the ticket's rate limit
 	DropWrite                            // the write failed, or a TCP side's queue was full
 	DropRejected                         // ALLOCATE refused (answered with ERROR)
+	DropHoldExpired                      // held for an unbound side, discarded: held too long, or the channel ended
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"malformed", "unexpected", "unknown-channel", "expired", "not-a-side", "peer-unbound", "budget", "rate", "write", "rejected"}
+var dropNames = [numDropReasons]string{"malformed", "unexpected", "unknown-channel", "expired", "not-a-side", "hold-full", "budget", "rate", "write", "rejected", "hold-expired"}
 
 func (r DropReason) String() string {
 	if r < numDropReasons {
@@ -83,8 +87,9 @@ func (r DropReason) String() string {
 type Stats struct {
 	Allocations      int    // held now
 	AllocationsTotal uint64 // created since start
-	Forwarded        uint64 // packets delivered (SEND → DELIVER)
+	Forwarded        uint64 // packets delivered (SEND → DELIVER), held ones included
 	ForwardedBytes   uint64 // their opaque payload bytes
+	Held             uint64 // packets held for a side not yet bound, later Forwarded or dropped
 	Pings            uint64 // PINGs answered
 	Dropped          [numDropReasons]uint64
 	Rejected         [CodeMalformed + 1]uint64 // ALLOCATEs refused, by ErrorCode
@@ -100,15 +105,20 @@ func (s Stats) Drops() uint64 {
 }
 
 // Server is the supernode side of relaying. It verifies tickets, holds
-// allocations and forwards SENDs as DELIVERs. HandlePacket and ServeTCP may
-// be called from any number of goroutines at once.
+// allocations and forwards SENDs as DELIVERs; what one side sends before
+// the other has bound, it holds and delivers when the other binds (hold.go).
+// HandlePacket and ServeTCP may be called from any number of goroutines at
+// once.
 //
 // Locking: s.mu protects the allocation maps; each allocation's mu protects
-// its sides and counters. The order is s.mu before allocation.mu; the
+// its sides, counters and hold. The order is s.mu before allocation.mu; the
 // forwarding path takes s.mu only for reading, releases it, then takes the
 // allocation's lock. Within one batch it looks a channel up once: later
 // SENDs on it reuse the allocation without s.mu (its ID and expiry never
-// change; one swept meanwhile serves at most the rest of that batch).
+// change; one swept meanwhile serves at most the rest of that batch). The
+// ALLOCATE that binds a channel's second side keeps the allocation's lock
+// while it writes the held packets, so that no SEND forwarded meanwhile
+// overtakes them.
 type Server struct {
 	cfg   Config
 	plain plainWriter // pc, one datagram per write
@@ -122,9 +132,12 @@ type Server struct {
 
 	bufs bufPool // for DELIVERs, answers and TCP frames
 
+	heldBytes atomic.Int64 // opaque bytes in all allocations' holds
+
 	allocsTotal atomic.Uint64
 	forwarded   atomic.Uint64
 	fwdBytes    atomic.Uint64
+	held        atomic.Uint64
 	pings       atomic.Uint64
 	dropped     [numDropReasons]atomic.Uint64
 	rejected    [CodeMalformed + 1]atomic.Uint64
@@ -153,13 +166,14 @@ func (s side) String() string {
 }
 
 // allocation is one ticket's channel: two sides and what they may still
-// send.
+// send. (It fits the allocator's 208-byte size class, which the memory
+// figure in docs/benchmarks.md counts on: grow it with care.)
 type allocation struct {
 	id           uint64
 	key          [sha256.Size]byte // SHA-256 of the ticket
-	expires      time.Time
-	expiresNanos int64   // expires, in Unix nanoseconds: the hot path's form
-	rate         float64 // bytes per second
+	expiresUnix  int64             // the ticket's expiry, Unix seconds, for ALLOCATED
+	expiresNanos int64             // the same in Unix nanoseconds (saturated): the hot path's form
+	rate         float64           // bytes per second
 	burst        float64
 
 	mu         sync.Mutex // protects the fields below
@@ -168,6 +182,7 @@ type allocation struct {
 	tokens     float64 // token bucket, bytes
 	refilled   int64   // Unix nanoseconds of the last refill
 	lastActive int64   // Unix nanoseconds of the last ALLOCATE or SEND
+	hold       *hold   // what a side sent while the other was unbound; nil if nothing
 }
 
 // NewServer returns a relay server that writes on pc, the supernode's
@@ -181,6 +196,9 @@ func NewServer(cfg Config, pc net.PacketConn) *Server {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.HoldMemory <= 0 {
+		cfg.HoldMemory = DefaultHoldMemory
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -209,6 +227,7 @@ func (s *Server) Stats() Stats {
 		AllocationsTotal: s.allocsTotal.Load(),
 		Forwarded:        s.forwarded.Load(),
 		ForwardedBytes:   s.fwdBytes.Load(),
+		Held:             s.held.Load(),
 		Pings:            s.pings.Load(),
 	}
 	for i := range st.Dropped {
@@ -258,7 +277,7 @@ func (s *Server) handle(b []byte, from side) {
 // connection, or through HandlePacket): SEND in, DELIVER out. It does not
 // allocate.
 func (s *Server) forward(id uint64, b []byte, from side) {
-	to, ok := s.admit(id, len(b)-HeaderSize, from, s.cfg.Now().UnixNano(), nil)
+	to, ok := s.admit(id, b[HeaderSize:], from, s.cfg.Now().UnixNano(), nil)
 	if !ok {
 		return
 	}
@@ -275,13 +294,15 @@ func (s *Server) forward(id uint64, b []byte, from side) {
 	s.bufs.put(bp)
 }
 
-// admit applies docs/protocol.md §6.3's checks to a SEND of n opaque bytes
-// on channel id from from at now (Unix nanoseconds), charges its budget and
-// token bucket, and returns the side to deliver it to; or counts the drop
-// and returns false. If last is not nil it caches the allocation looked up,
+// admit applies docs/protocol.md §6.3's checks to a SEND of the opaque
+// packet p on channel id from from at now (Unix nanoseconds), charges its
+// budget and token bucket, and returns the side to deliver it to. If the
+// other side is not bound it holds a copy of p instead, to be delivered
+// when that side binds, and returns false; so it does when it drops p,
+// which it counts. If last is not nil it caches the allocation looked up,
 // for the next SEND of a batch: runs of packets on one channel then cost
 // one map lookup.
-func (s *Server) admit(id uint64, n int, from side, now int64, last **allocation) (side, bool) {
+func (s *Server) admit(id uint64, p []byte, from side, now int64, last **allocation) (side, bool) {
 	var a *allocation
 	if last != nil && *last != nil && (*last).id == id {
 		a = *last
@@ -298,7 +319,7 @@ func (s *Server) admit(id uint64, n int, from side, now int64, last **allocation
 		}
 	}
 	if now >= a.expiresNanos {
-		s.dropped[DropExpired].Add(1)
+		s.expired(a)
 		return side{}, false
 	}
 	a.mu.Lock()
@@ -315,28 +336,122 @@ func (s *Server) admit(id uint64, n int, from side, now int64, last **allocation
 	}
 	a.lastActive = now
 	if !to.bound() {
+		s.holdLocked(a, p, now)
 		a.mu.Unlock()
-		s.dropped[DropPeerUnbound].Add(1)
 		return side{}, false
 	}
-	if uint64(n) > a.budget {
+	if r := a.chargeLocked(len(p), now); r != 0 {
 		a.mu.Unlock()
-		s.dropped[DropBudget].Add(1)
+		s.dropped[r].Add(1)
 		return side{}, false
+	}
+	a.mu.Unlock()
+	return to, true
+}
+
+// expired drops a SEND on a's channel, which has expired, and what the
+// channel holds.
+func (s *Server) expired(a *allocation) {
+	s.dropped[DropExpired].Add(1)
+	a.mu.Lock()
+	s.discardHoldLocked(a)
+	a.mu.Unlock()
+}
+
+// chargeLocked takes n bytes from a's budget and token bucket at now (Unix
+// nanoseconds), or returns the reason to drop the packet: DropBudget or
+// DropRate. It returns 0 when charged.
+func (a *allocation) chargeLocked(n int, now int64) DropReason {
+	if uint64(n) > a.budget {
+		return DropBudget
 	}
 	if a.tokens < float64(n) {
 		a.tokens = min(a.burst, a.tokens+float64(now-a.refilled)*1e-9*a.rate)
 		a.refilled = now
 		if a.tokens < float64(n) {
-			a.mu.Unlock()
-			s.dropped[DropRate].Add(1)
-			return side{}, false
+			return DropRate
 		}
 	}
 	a.tokens -= float64(n)
 	a.budget -= uint64(n)
-	a.mu.Unlock()
-	return to, true
+	return 0
+}
+
+// holdLocked holds a copy of the opaque packet p, sent at now to a's side
+// that is not bound yet, if the hold has room for it (after discarding what
+// it held too long) and the budget and bucket allow it; it charges p as if
+// forwarded, now, so that holding changes nothing of what a ticket allows.
+// Otherwise it counts the drop.
+func (s *Server) holdLocked(a *allocation, p []byte, now int64) {
+	s.expireHoldLocked(a, now)
+	n := len(p)
+	if !a.hold.fits(n) {
+		s.dropped[DropHoldFull].Add(1)
+		return
+	}
+	if s.heldBytes.Add(int64(n)) > int64(s.cfg.HoldMemory) {
+		s.heldBytes.Add(-int64(n))
+		s.dropped[DropHoldFull].Add(1)
+		return
+	}
+	if r := a.chargeLocked(n, now); r != 0 {
+		s.heldBytes.Add(-int64(n))
+		s.dropped[r].Add(1)
+		return
+	}
+	if a.hold == nil {
+		a.hold = new(hold)
+	}
+	a.hold.add(p, now)
+	s.held.Add(1)
+}
+
+// expireHoldLocked discards what a has held for MaxHoldTime at now.
+func (s *Server) expireHoldLocked(a *allocation, now int64) {
+	if a.hold == nil {
+		return
+	}
+	packets, bytes := a.hold.expire(now)
+	s.dropped[DropHoldExpired].Add(uint64(packets))
+	s.heldBytes.Add(-int64(bytes))
+	if a.hold.n == 0 {
+		a.hold = nil
+	}
+}
+
+// discardHoldLocked discards everything a holds: its channel has ended.
+func (s *Server) discardHoldLocked(a *allocation) {
+	if a.hold == nil {
+		return
+	}
+	s.dropped[DropHoldExpired].Add(uint64(a.hold.n))
+	s.heldBytes.Add(-int64(len(a.hold.data)))
+	a.hold = nil
+}
+
+// flushHoldLocked delivers what a holds to to, the side that has just
+// bound, in order, as DELIVERs, except what it has held for MaxHoldTime at
+// now; and frees the hold.
+func (s *Server) flushHoldLocked(a *allocation, to side, now int64) {
+	h := a.hold
+	a.hold = nil
+	s.heldBytes.Add(-int64(len(h.data)))
+	for i := range h.n {
+		p := h.packet(i)
+		if h.stale(i, now) {
+			s.dropped[DropHoldExpired].Add(1)
+			continue
+		}
+		bp := s.bufs.get(HeaderSize + len(p))
+		out := (*bp)[:HeaderSize+len(p)]
+		putHeader(out, TypeDeliver, a.id)
+		copy(out[HeaderSize:], p)
+		if s.reply(out, to) {
+			s.forwarded.Add(1)
+			s.fwdBytes.Add(uint64(len(p)))
+		}
+		s.bufs.put(bp)
+	}
 }
 
 // handleBatched handles a packet that a Mux read from from in a batch.
@@ -358,7 +473,7 @@ func (s *Server) handleBatched(b []byte, from netip.AddrPort, tx *txBatch) {
 		tx.now = s.cfg.Now().UnixNano()
 	}
 	n := len(b) - HeaderSize
-	to, ok := s.admit(h.channel, n, side{addr: from}, tx.now, &tx.last)
+	to, ok := s.admit(h.channel, b[HeaderSize:], side{addr: from}, tx.now, &tx.last)
 	if !ok {
 		return
 	}
@@ -476,24 +591,34 @@ func (s *Server) allocate(pkt, body []byte, from side) {
 	a.sides[req.side] = from
 	a.lastActive = now.UnixNano()
 	ans := allocatedBody{
-		expires:   a.expires.Unix(),
+		expires:   a.expiresUnix,
 		remaining: a.budget,
 		rate:      uint32(a.rate),
 		peerBound: other.bound(),
 	}
-	a.mu.Unlock()
+	// The second side bound for the first time: what the first sent while
+	// alone follows the ALLOCATEDs (§6.3), and the lock is kept until it
+	// has gone, so that the first side's next SENDs come after it.
+	flush := !old.bound() && other.bound() && a.hold != nil
+	if !flush {
+		a.mu.Unlock()
+	}
 	if !old.is(from) {
 		s.log.Debug("relay: side bound", "channel", a.id, "side", req.side, "from", old, "to", from)
 	}
 	bp := s.bufs.get(AllocatedSize)
 	s.reply(appendAllocated((*bp)[:0], a.id, ans), from)
 	if !old.bound() && other.bound() {
-		// The second side bound: tell the first, which waits for it
-		// to send (§6.2), so that it need not poll.
+		// The second side bound: tell the first (§6.2), so that it
+		// need not poll.
 		ans.peerBound = true
 		s.reply(appendAllocated((*bp)[:0], a.id, ans), other)
 	}
 	s.bufs.put(bp)
+	if flush {
+		s.flushHoldLocked(a, from, now.UnixNano())
+		a.mu.Unlock()
+	}
 }
 
 // create adds an allocation for a verified ticket, or returns the one a
@@ -520,7 +645,7 @@ func (s *Server) create(key [sha256.Size]byte, tk ticket.Ticket, now time.Time) 
 	a := &allocation{
 		id:           id,
 		key:          key,
-		expires:      tk.ExpiresAt,
+		expiresUnix:  tk.ExpiresAt.Unix(),
 		expiresNanos: unixNanos(tk.ExpiresAt),
 		rate:         rate,
 		burst:        max(rate, minBurst),
@@ -545,13 +670,20 @@ func unixNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// sweepLocked removes expired and idle allocations. It runs at most every
-// half idle timeout, from create, so that the server needs no goroutine.
+// sweepLocked removes expired and idle allocations, and discards what the
+// others have held too long. It runs at most every half idle timeout, from
+// create, so that the server needs no goroutine.
 func (s *Server) sweepLocked(now time.Time) {
+	nanos := now.UnixNano()
 	idle := now.Add(-s.cfg.IdleTimeout).UnixNano()
 	for id, a := range s.byID {
 		a.mu.Lock()
-		dead := !now.Before(a.expires) || a.lastActive <= idle
+		dead := nanos >= a.expiresNanos || a.lastActive <= idle
+		if dead {
+			s.discardHoldLocked(a)
+		} else {
+			s.expireHoldLocked(a, nanos)
+		}
 		a.mu.Unlock()
 		if dead {
 			delete(s.byID, id)

@@ -88,7 +88,8 @@ type rig struct {
 	relay transport.PublicKey
 	a, b  [32]byte // the two devices of tickets
 
-	notices []sentPacket // the peer-bound notices the last ALLOCATE sent
+	notices   []sentPacket // the peer-bound notices the last ALLOCATE sent
+	delivered []sentPacket // the held packets it delivered after its answers
 }
 
 func newRig(t testing.TB, mod func(*Config)) *rig {
@@ -132,12 +133,26 @@ var (
 	addrC = netip.MustParseAddrPort("198.51.100.3:6000")
 )
 
-// allocate sends an ALLOCATE and returns the answer sent back.
+// allocate sends an ALLOCATE and returns the answer sent back. What the
+// relay held for the side it binds follows the answers: r.delivered.
 func (r *rig) allocate(t *testing.T, from netip.AddrPort, side byte, tk []byte) (header, []byte) {
 	t.Helper()
 	pkt := appendAllocate(nil, side, tk)
 	r.srv.HandlePacket(pkt, from)
 	sent := r.conn.take()
+	r.delivered = nil
+	for i, p := range sent {
+		if len(p.b) > offType && Type(p.b[offType]) == TypeDeliver {
+			r.delivered = sent[i:]
+			sent = sent[:i]
+			break
+		}
+	}
+	for _, p := range r.delivered {
+		if h, _, err := parseHeader(p.b); err != nil || h.typ != TypeDeliver || p.to != from {
+			t.Fatalf("after the answers, %x went to %v; want only DELIVERs to %v", p.b, p.to, from)
+		}
+	}
 	if len(sent) == 0 || len(sent) > 2 {
 		t.Fatalf("ALLOCATE got %d answers, want 1 (2 when it binds the second side)", len(sent))
 	}
@@ -285,13 +300,13 @@ func TestAllocateAndForward(t *testing.T) {
 	if a.expires != r.clock.Now().Add(10*time.Minute).Unix() || a.remaining != 1<<30 || a.rate != 1<<20 {
 		t.Errorf("ALLOCATED = %+v, want the ticket's expiry, budget and rate", a)
 	}
-	// Before B binds, A's packets have nowhere to go.
+	// Before B binds, A's packets wait for it.
 	r.srv.HandlePacket(sendPkt(idA, []byte("early")), addrA)
 	if sent := r.conn.take(); len(sent) != 0 {
 		t.Fatalf("forwarded to an unbound side: %v", sent)
 	}
-	if d := r.srv.Stats().Dropped[DropPeerUnbound]; d != 1 {
-		t.Errorf("Dropped[peer-unbound] = %d, want 1", d)
+	if st := r.srv.Stats(); st.Held != 1 || st.Drops() != 0 {
+		t.Errorf("Held = %d, Dropped = %v; want 1 held, no drops", st.Held, st.Dropped)
 	}
 	idB, b := r.bind(t, addrB, 1, tk)
 	if idB != idA {
@@ -299,6 +314,9 @@ func TestAllocateAndForward(t *testing.T) {
 	}
 	if !b.peerBound {
 		t.Error("second side: peer not bound")
+	}
+	if len(r.delivered) != 1 || !bytes.Equal(r.delivered[0].b, append(appendHeader(nil, TypeDeliver, idA), "early"...)) {
+		t.Fatalf("B's ALLOCATE delivered %v, want the packet A sent before", r.delivered)
 	}
 	for _, c := range []struct {
 		from, to netip.AddrPort
@@ -319,7 +337,7 @@ func TestAllocateAndForward(t *testing.T) {
 		}
 	}
 	st := r.srv.Stats()
-	if st.Forwarded != 2 || st.ForwardedBytes != uint64(len("from a")+len("from b, longer")) || st.Allocations != 1 {
+	if st.Forwarded != 3 || st.ForwardedBytes != uint64(len("early")+len("from a")+len("from b, longer")) || st.Allocations != 1 {
 		t.Errorf("stats %+v", st)
 	}
 	// The budget reported on a refresh has gone down by what was forwarded.

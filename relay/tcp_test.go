@@ -38,14 +38,21 @@ type loopRelay struct {
 	relayID [32]byte
 }
 
-func newLoopRelay(t testing.TB) *loopRelay {
+func newLoopRelay(t testing.TB) *loopRelay { return newLoopRelayWith(t, nil) }
+
+// newLoopRelayWith is newLoopRelay with its Config changed by mod.
+func newLoopRelayWith(t testing.TB, mod func(*Config)) *loopRelay {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	r := &loopRelay{dir: priv}
 	r.relayID = newPrivateKey(t).Public()
 	pc := loopUDP(t)
 	r.udp = pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	r.srv = NewServer(Config{DirectoryKey: pub, Identity: r.relayID}, pc)
+	cfg := Config{DirectoryKey: pub, Identity: r.relayID}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r.srv = NewServer(cfg, pc)
 	mux := NewMux(pc, nil)
 	mux.ServeRelay(r.srv)
 	t.Cleanup(func() { mux.Close() })
