@@ -92,6 +92,23 @@ type allocWait struct {
 	ticket  []byte
 	expires int64 // the ticket's, to match the ALLOCATED
 	res     chan allocResult
+
+	// Under Client.mu:
+	done    bool     // the ALLOCATE's caller has returned
+	created *Channel // the channel its answer created, if new
+}
+
+// finish ends w for its caller, which returns ch (nil on failure). A
+// channel that w's answer created and the caller does not return is
+// closed: the caller gave up as the answer came.
+func (c *Client) finish(w *allocWait, ch *Channel) {
+	c.mu.Lock()
+	w.done = true
+	orphan := w.created
+	c.mu.Unlock()
+	if orphan != nil && orphan != ch {
+		orphan.Close()
+	}
 }
 
 type allocResult struct {
@@ -356,16 +373,18 @@ func (c *Client) Allocate(ctx context.Context, relay netip.AddrPort, side byte, 
 	}
 	defer func() { <-sem }()
 
-	// w keeps a copy of tk: the channel may be created from it after this
-	// call has returned (see answer).
+	// w keeps a copy of tk: the reader goroutine creates the channel from
+	// it (see answer).
 	w := &allocWait{relay: relay, side: side, ticket: bytes.Clone(tk), expires: t.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
 	c.mu.Lock()
 	c.waits[relay] = w
 	c.mu.Unlock()
+	var ch *Channel
 	defer func() {
 		c.mu.Lock()
 		delete(c.waits, relay)
 		c.mu.Unlock()
+		c.finish(w, ch)
 	}()
 
 	pkt := appendAllocate(make([]byte, 0, AllocateSize), side, tk)
@@ -378,7 +397,8 @@ func (c *Client) Allocate(ctx context.Context, relay netip.AddrPort, side byte, 
 			if r.err != nil {
 				return nil, fmt.Errorf("allocate on relay %v: %w", relay, r.err)
 			}
-			return r.ch, nil
+			ch = r.ch
+			return ch, nil
 		case <-timer.C:
 			if err := c.writeUDP(pkt, relay); err != nil {
 				c.log.Debug("relay: allocate send failed", "relay", relay, "err", err)
@@ -402,13 +422,18 @@ func checkAllocate(side byte, tk []byte) (ticket.Ticket, error) {
 	return t, nil
 }
 
-// bind returns the channel for an ALLOCATED answer, creating it or updating
-// the one a previous Allocate of the same ticket created. It runs on the
-// goroutine that read the answer, before the next packet is read: the relay
-// may follow the answer at once with DELIVERs of what it held (§6.3), and
-// they must find the channel.
-func (c *Client) bind(k chanKey, t *clientTCP, side byte, tk []byte, a allocatedBody) *Channel {
+// bind returns the channel for an ALLOCATED answer to w (nil: none),
+// creating it or updating the one a previous Allocate of the same ticket
+// created. It runs on the goroutine that read the answer, before the next
+// packet is read: the relay may follow the answer at once with DELIVERs of
+// what it held (docs/protocol.md §6.3), and they must find the channel. It
+// returns nil if w's caller has already returned.
+func (c *Client) bind(k chanKey, t *clientTCP, side byte, tk []byte, a allocatedBody, w *allocWait) *Channel {
 	c.mu.Lock()
+	if w != nil && w.done {
+		c.mu.Unlock()
+		return nil
+	}
 	var ch *Channel
 	if t != nil {
 		ch = t.chans[k.id]
@@ -422,6 +447,9 @@ func (c *Client) bind(k chanKey, t *clientTCP, side byte, tk []byte, a allocated
 			t.chans[k.id] = ch
 		} else {
 			c.chans[k] = ch
+		}
+		if w != nil {
+			w.created = ch
 		}
 	}
 	c.mu.Unlock()
@@ -473,8 +501,8 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 // ticket often has the same expiry second ("relay: channel lost").
 //
 // An ALLOCATED that answers w creates its channel here, not in w's
-// goroutine (see bind). If w's caller has given up meanwhile, the channel
-// stays with the client, and allocating the ticket again returns it.
+// goroutine (see bind); if w's caller gives up as it comes, the caller
+// closes the channel again (finish).
 func (c *Client) answer(w *allocWait, ch *Channel, h header, body []byte) {
 	if h.typ == TypeAllocated && ch != nil {
 		a, err := parseAllocated(body)
@@ -506,7 +534,9 @@ func (c *Client) answer(w *allocWait, ch *Channel, h header, body []byte) {
 		c.dropped.Add(1)
 		return
 	}
-	w.answer(allocResult{ch: c.bind(chanKey{w.relay, h.channel}, w.tcp, w.side, w.ticket, a)})
+	if ch := c.bind(chanKey{w.relay, h.channel}, w.tcp, w.side, w.ticket, a, w); ch != nil {
+		w.answer(allocResult{ch: ch})
+	}
 }
 
 func (c *Client) pong(body []byte) {
@@ -699,10 +729,12 @@ func (c *Client) allocateOn(ctx context.Context, t *clientTCP, side byte, tk []b
 	c.mu.Lock()
 	t.wait = w
 	c.mu.Unlock()
+	var ch *Channel
 	defer func() {
 		c.mu.Lock()
 		t.wait = nil
 		c.mu.Unlock()
+		c.finish(w, ch)
 	}()
 	pkt := appendAllocate(make([]byte, frameHeader, frameHeader+AllocateSize), side, tk)
 	binary.BigEndian.PutUint16(pkt, uint16(AllocateSize))
@@ -714,7 +746,8 @@ func (c *Client) allocateOn(ctx context.Context, t *clientTCP, side byte, tk []b
 		if r.err != nil {
 			return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, r.err)
 		}
-		return r.ch, nil
+		ch = r.ch
+		return ch, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, ctx.Err())
 	}

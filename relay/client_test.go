@@ -100,3 +100,60 @@ func TestClientLateAllocated(t *testing.T) {
 		t.Fatal("a stale ALLOCATED cleared PeerBound")
 	}
 }
+
+// TestClientAnswerThenNotice: the relay may send the peer-bound notice, or
+// held DELIVERs, right behind the ALLOCATED that answers an Allocate, and
+// the reader handles them before the Allocate call has woken: the channel
+// must already exist then, or the notice is lost (and the caller waits for
+// a refresh to learn that its peer is there).
+func TestClientAnswerThenNotice(t *testing.T) {
+	r := newRig(t, nil)
+	conn := &captureConn{keep: true}
+	c := NewClient(conn, nil)
+	tk := r.ticket(nil)
+	body := allocatedBody{expires: r.clock.Now().Add(10 * time.Minute).Unix(), remaining: 1 << 30, rate: 1 << 20}
+	for range 20 {
+		out := allocateAsync(c, 0, tk)
+		waitSent(t, conn, 1)
+		conn.take()
+		c.HandlePacket(appendAllocated(nil, 11, body), addrC)
+		notice := body
+		notice.peerBound = true
+		c.HandlePacket(appendAllocated(nil, 11, notice), addrC)
+		o := <-out
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		if o.ch.ID() != 11 || !o.ch.PeerBound() {
+			t.Fatalf("channel %d, peer bound %v; want 11, true", o.ch.ID(), o.ch.PeerBound())
+		}
+		o.ch.Close()
+	}
+	if d := c.Dropped(); d != 0 {
+		t.Errorf("the client dropped %d packets", d)
+	}
+}
+
+// TestClientAllocateGivesUp: an answer that creates a channel as its
+// Allocate call gives up does not leave the channel behind.
+func TestClientAllocateGivesUp(t *testing.T) {
+	r := newRig(t, nil)
+	c := NewClient(&captureConn{}, nil)
+	tk := r.ticket(nil)
+	body := allocatedBody{expires: r.clock.Now().Add(10 * time.Minute).Unix()}
+	w := &allocWait{relay: addrC, ticket: tk, expires: body.expires, res: make(chan allocResult, 1)}
+	ch := c.bind(chanKey{addrC, 11}, nil, 0, tk, body, w)
+	c.finish(w, nil) // the caller returned an error
+	if !ch.closed.Load() || c.chans[chanKey{addrC, 11}] != nil {
+		t.Fatal("the channel outlived the Allocate that gave up")
+	}
+	if c.bind(chanKey{addrC, 12}, nil, 0, tk, body, w) != nil {
+		t.Fatal("an answer after the caller returned created a channel")
+	}
+	w2 := &allocWait{relay: addrC, ticket: tk, expires: body.expires, res: make(chan allocResult, 1)}
+	ch2 := c.bind(chanKey{addrC, 13}, nil, 0, tk, body, w2)
+	c.finish(w2, ch2) // the caller returned it
+	if ch2.closed.Load() {
+		t.Fatal("the channel Allocate returned was closed")
+	}
+}

@@ -85,8 +85,8 @@ func TestMuxVirtualAddresses(t *testing.T) {
 	defer m.Close()
 	r1, r2 := netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")
 	// Two relays chose the same channel ID.
-	ch1 := c.bind(chanKey{r1, 0xabcdef}, nil, 0, testTicket(), allocatedBody{})
-	ch2 := c.bind(chanKey{r2, 0xabcdef}, nil, 0, testTicket(), allocatedBody{})
+	ch1 := c.bind(chanKey{r1, 0xabcdef}, nil, 0, testTicket(), allocatedBody{}, nil)
+	ch2 := c.bind(chanKey{r2, 0xabcdef}, nil, 0, testTicket(), allocatedBody{}, nil)
 	a1, a2 := m.VirtualAddr(ch1), m.VirtualAddr(ch2)
 	if a1 == a2 {
 		t.Fatalf("two channels share the virtual address %v", a1)
