@@ -310,6 +310,9 @@ func (s *Session) handleResponse(p *packet, now time.Time) {
 	if !s.initRetransmitted {
 		s.rtt.UpdateRTT(now.Sub(s.initSent), 0)
 		s.rttNanos.Store(int64(s.rtt.SmoothedRTT()))
+		s.mu.Lock()
+		s.stats.SmoothedRTT, s.stats.MinRTT = s.rtt.SmoothedRTT(), s.rtt.MinRTT()
+		s.mu.Unlock()
 	}
 	if p.from != s.cur.addr {
 		// Answered from another address (a NAT rebinding): use it, but
