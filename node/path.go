@@ -93,15 +93,18 @@ func (n *Node) checkPath(ctx context.Context, w *pathWatch) {
 		if w.current != nil {
 			w.retired[w.current] = now
 		}
-		if ch != nil {
+		n.mu.Lock()
+		switch {
+		case ch != nil && p.why == "":
 			// The session went onto a relay, perhaps by the peer's
 			// doing: say why unless we know better.
-			n.mu.Lock()
-			if p.why == "" {
-				p.why = "the direct path stopped answering; relayed until a direct path answers again"
-			}
-			n.mu.Unlock()
+			p.why = "the direct path stopped answering; relayed until a direct path answers again"
+		case ch == nil:
+			// Direct now, perhaps by the peer's doing: no reason to
+			// be relayed is current.
+			p.why = ""
 		}
+		n.mu.Unlock()
 		delete(w.retired, ch)
 		w.current = ch
 	}
