@@ -72,7 +72,10 @@ type Config struct {
 	PortMap string
 	// SweepRate is the pings per second of a port sweep towards a peer
 	// behind a symmetric NAT when we are behind an endpoint-independent
-	// one (sweep.go); zero means 32,768, negative turns sweeps off.
+	// one (sweep.go); zero means 32,768, negative turns sweeps off. It is
+	// a ceiling: a sweep on a busy machine runs slower, and covers the
+	// ports within the punch's timeout when 64,512 pings at this rate fit
+	// in it.
 	SweepRate int
 	// PunchTimeout bounds hole punching; zero means 5 s.
 	PunchTimeout time.Duration

@@ -77,6 +77,10 @@ type Node struct {
 	// HTTP requests: a goroutine waiting on a channel is durably blocked,
 	// so that tests in a synctest bubble can advance the clock meanwhile.
 	refreshing chan struct{}
+	// sweeping is held by the port sweep round running (sweep.go; cap 1):
+	// one at a time per node. A channel so that a waiting sweep can give
+	// up when its punch ends.
+	sweeping chan struct{}
 
 	stunMu   sync.Mutex // protects stunWait
 	stunWait map[stun.TxID]chan netip.AddrPort
@@ -139,6 +143,7 @@ func New(cfg Config) (*Node, error) {
 		loginC:     make(chan struct{}, 1),
 		refresh:    make(chan struct{}, 1),
 		refreshing: make(chan struct{}, 1),
+		sweeping:   make(chan struct{}, 1),
 		snWake:     make(chan struct{}, 1),
 		regather:   make(chan struct{}, 1),
 		stunWait:   make(map[stun.TxID]chan netip.AddrPort),

@@ -40,10 +40,48 @@ import (
 // default 32,768 a second, 64,512 pings of 88 bytes on the wire (5.7 MB)
 // in 2 s. A punch sweeps at most twice, stops at the first answer or when
 // the punch ends, and a peer is swept at most once per sweepEvery.
+//
+// Pacing. Every ping of a sweep crosses the kernel (and, in the lab, a few
+// namespaces' NATs) on the sending core, so a sweep that bursts starves
+// the node's other paths: their keepalives and probes queue behind it. A
+// sweep therefore sends small batches (sweepTick's worth of its rate, 65
+// pings at the default) and, between batches, waits at least as long as
+// the batch took, so that it never holds more than half a core. A batch
+// that comes late — the goroutine was not scheduled, or the last batch was
+// slow — does not make up the lost time beyond one tick: the sweep skips
+// ahead, and on a busy machine simply runs slower (sweepPacer). In the lab
+// a ping's send takes 20–80 µs (the sending core also runs conntrack and
+// NAT for it in two routers' namespaces), more than the default rate
+// allows at half a core: there sweeps run at 6,000–18,000 pings/s
+// (docs/benchmarks.md).
+//
+// Skipping ahead still covers the range in time: the sweep knows the
+// punch's deadline (less sweepReserve, for the pong's way back), and once
+// skipping has put it behind the slowest schedule that still ends the
+// round by then, each batch sends at least its share of the pings left,
+// spread over the time left — never faster than the configured rate —
+// and waits only for the rest of its tick (up to a whole core). So the
+// range is covered within the punch's timeout whenever the rate allows it
+// (64,512 / SweepRate seconds, plus sweepReserve, at most the time left
+// when the round starts: 2.5 s of a sweeping punch's 15 s by default, see
+// punchOpts.timeout) and one core can send that many pings in the time
+// left, however late the batches come; the last pings go in the first
+// batch at or after the deadline. Batches grow beyond a tick's worth, and
+// the sweep beyond half a core, only while the round is behind that
+// schedule.
+//
+// One sweep at a time. A node runs at most one sweep round at once
+// (Node.sweeping): two at once would double the load that pacing bounds.
+// Another sweep waits for its turn rather than being skipped (its peer,
+// whose sweep allowance is taken, would stay relayed for sweepEvery), and
+// gives up when its punch ends. Turns pass in order, round by round: a
+// sweep waits at most one round of each sweep ahead of it (2 s at the
+// default rate), then paces its round to its own deadline.
 const (
 	sweepFirstPort   = 1024
 	sweepPorts       = 65536 - sweepFirstPort
-	sweepTick        = 8 * time.Millisecond
+	sweepTick        = 2 * time.Millisecond
+	sweepReserve     = 500 * time.Millisecond
 	sweepRounds      = 2
 	sweepEvery       = 10 * time.Minute
 	defaultSweepRate = 32768
@@ -116,30 +154,139 @@ func (n *Node) sweepFor(p *peer, remote []netip.AddrPort) netip.Addr {
 }
 
 // sweep sends ping to every port of target, in a random order, until ctx
-// ends or sweepRounds sweeps are done.
+// ends or sweepRounds sweeps are done, one round at a time per node.
 func (n *Node) sweep(ctx context.Context, target netip.Addr, ping []byte) {
-	perTick := max(1, n.cfg.sweepRate()*int(sweepTick)/int(time.Second))
-	t := time.NewTicker(sweepTick)
-	defer t.Stop()
-	for range sweepRounds {
-		// A random walk of the ports: start anywhere and step by a
-		// stride coprime with the range, so every port comes once.
-		start, stride := randN(sweepPorts), sweepStride()
-		sent := 0
-		for sent < sweepPorts {
-			for i := 0; i < perTick && sent < sweepPorts; i++ {
-				port := sweepFirstPort + (start+sent*stride)%sweepPorts
-				n.mux.WriteToUDPAddrPort(ping, netip.AddrPortFrom(target, uint16(port)))
-				sent++
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-		n.log.Debug("port sweep done", "target", target)
+	n.sweepPorts(ctx, target, func(port uint16) {
+		n.mux.WriteToUDPAddrPort(ping, netip.AddrPortFrom(target, port))
+	})
+}
+
+// sweepPorts runs the rounds of sweep, sending with send.
+func (n *Node) sweepPorts(ctx context.Context, target netip.Addr, send func(port uint16)) {
+	rate := n.cfg.sweepRate()
+	deadline, ok := ctx.Deadline()
+	if ok {
+		deadline = deadline.Add(-sweepReserve)
 	}
+	for range sweepRounds {
+		select {
+		case n.sweeping <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		start := time.Now()
+		sent, busy, err := sweepRound(ctx, rate, deadline, send)
+		<-n.sweeping
+		if err != nil {
+			n.log.Debug("port sweep stopped", "target", target, "sent", sent, "took", time.Since(start), "busy", busy)
+			return
+		}
+		n.log.Debug("port sweep done", "target", target, "sent", sent, "took", time.Since(start), "busy", busy)
+	}
+}
+
+// sweepRound sends one round of a sweep: send is called once for every
+// port of the range, in a random walk, at the pace of a sweepPacer. It
+// returns how many were sent, the time spent sending them, and ctx's error
+// if it ended the round early.
+func sweepRound(ctx context.Context, rate int, deadline time.Time, send func(port uint16)) (sent int, busy time.Duration, err error) {
+	// A random walk of the ports: start anywhere and step by a stride
+	// coprime with the range, so every port comes once.
+	start, stride := randN(sweepPorts), sweepStride()
+	now := time.Now()
+	pc := newSweepPacer(rate, deadline, now)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for sent < sweepPorts {
+		select {
+		case <-ctx.Done():
+			return sent, busy, ctx.Err()
+		case <-t.C:
+		}
+		now = time.Now()
+		for range pc.batch(now) {
+			send(uint16(sweepFirstPort + (start+sent*stride)%sweepPorts))
+			sent++
+		}
+		// Yield: wait out the rest of the tick and, unless the round is
+		// behind its deadline's schedule, at least as long as the batch
+		// took (at most half a core).
+		took := time.Since(now)
+		busy += took
+		wait := pc.interval - took
+		if !pc.late {
+			wait = max(wait, took)
+		}
+		t.Reset(max(wait, 0))
+	}
+	return sent, busy, nil
+}
+
+// sweepPacer says how many pings each batch of a sweep round sends.
+//
+// It is a token bucket that holds one batch: tokens come at rate, but a
+// batch that comes late gets no more than the tokens of one interval, so
+// the time lost is skipped, not made up in a burst.
+//
+// The deadline sets a floor. The slowest schedule that still ends the
+// round by the deadline sends the range evenly from the round's start to
+// the deadline; while the round is ahead of that schedule, lost time is
+// skipped. Once it falls behind (its batches came late for long), each
+// batch sends at least its share of the pings left, for the time since the
+// previous batch, spread evenly over the time left — never more than rate
+// allows for that time. The last pings go in the first batch at or after
+// the deadline.
+type sweepPacer struct {
+	rate     float64       // pings a second
+	interval time.Duration // between batches: sweepTick, or one ping's time at low rates
+	start    time.Time     // the round's start
+	deadline time.Time     // the round should end by then; zero: no floor
+	left     int           // pings left in the round
+	last     time.Time     // the previous batch
+	tokens   float64       // pings owed, below one after a batch ahead of the floor
+	late     bool          // the last batch was behind the deadline's schedule
+}
+
+func newSweepPacer(rate int, deadline, now time.Time) *sweepPacer {
+	interval := max(sweepTick, time.Second/time.Duration(max(rate, 1)))
+	// The first batch comes at once, with one interval's tokens.
+	return &sweepPacer{rate: float64(rate), interval: interval, start: now, deadline: deadline,
+		left: sweepPorts, last: now.Add(-interval)}
+}
+
+// batch returns how many pings to send at now and counts them sent.
+func (p *sweepPacer) batch(now time.Time) int {
+	dt := now.Sub(p.last)
+	if dt <= 0 {
+		return 0
+	}
+	p.last = now
+	p.tokens += p.rate * min(dt, p.interval).Seconds()
+	want := p.tokens
+	if p.late = p.behind(now); p.late {
+		share := p.rate * dt.Seconds() // at or past the deadline: all rate allows
+		if rest := p.deadline.Sub(now); rest > 0 {
+			share = min(share, float64(p.left)*float64(dt)/float64(rest+dt))
+		}
+		want = max(want, share)
+	}
+	k := min(int(want), p.left)
+	p.left -= k
+	p.tokens = max(0, p.tokens-float64(k))
+	return k
+}
+
+// behind reports whether the round is behind the slowest schedule that
+// ends it by the deadline.
+func (p *sweepPacer) behind(now time.Time) bool {
+	if p.deadline.IsZero() {
+		return false
+	}
+	if !now.Before(p.deadline) || !p.start.Before(p.deadline) {
+		return p.left > 0
+	}
+	due := float64(sweepPorts) * float64(now.Sub(p.start)) / float64(p.deadline.Sub(p.start))
+	return float64(sweepPorts-p.left) < due
 }
 
 // sweepStride returns a random step coprime with sweepPorts (2^10·63): odd
