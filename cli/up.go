@@ -23,6 +23,7 @@ type upOptions struct {
 	portmap                        string
 	relayTCP                       string
 	budgetRate, budgetBytes        int64
+	sweepRate                      int
 }
 
 func newUpCmd() *cobra.Command {
@@ -48,6 +49,7 @@ directory, so several daemons can run side by side with different --data.`,
 	f.StringVar(&o.supernode, "supernode", "auto", "relay for others: auto, on or off")
 	f.StringVar(&o.portmap, "portmap", "on", "ask the router for a port mapping (PCP, NAT-PMP, UPnP): on or off")
 	f.StringVar(&o.relayTCP, "relay-tcp", ":443", `TCP address of the relay for peers whose UDP is blocked (supernodes serve it; all dial its port on supernodes); "" for none`)
+	f.IntVar(&o.sweepRate, "sweep-rate", 32768, "pings/s of the port sweep that reaches peers behind symmetric NATs (docs/protocol.md §8.4); 0 turns it off")
 	f.Int64Var(&o.budgetRate, "budget-rate", 1<<20, "supernode: bytes per second relayed across sessions")
 	f.Int64Var(&o.budgetBytes, "budget-bytes", 1<<30, "supernode: bytes relayed per pair of peers")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -62,6 +64,10 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	}
 	if o.portmap != "on" && o.portmap != "off" {
 		return usageError{fmt.Errorf("--portmap must be on or off, not %q", o.portmap)}
+	}
+	sweepRate, err := sweepRateConfig(o.sweepRate)
+	if err != nil {
+		return usageError{err}
 	}
 	switch o.supernode {
 	case "auto", "on", "off":
@@ -85,6 +91,7 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	n, err := node.New(node.Config{
 		Server: o.server, DataDir: dir, ListenAddr: o.listen, Logger: log,
 		Supernode: o.supernode, PortMap: o.portmap, BudgetRate: o.budgetRate, BudgetBytes: o.budgetBytes, RelayTCP: o.relayTCP,
+		SweepRate: sweepRate,
 	})
 	if err != nil {
 		return err
@@ -137,6 +144,18 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	}
 	<-webDone
 	return err
+}
+
+// sweepRateConfig turns --sweep-rate (0: off) into node.Config.SweepRate
+// (0: the default, negative: off).
+func sweepRateConfig(rate int) (int, error) {
+	switch {
+	case rate < 0:
+		return 0, fmt.Errorf("--sweep-rate must be 0 (off) or a number of pings per second, not %d", rate)
+	case rate == 0:
+		return -1, nil
+	}
+	return rate, nil
 }
 
 // addDataFlag adds --data, the data directory every daemon command shares.
