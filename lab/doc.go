@@ -229,7 +229,7 @@
 // probe from the symmetric side reaching the bare EIM router first leaves
 // an entry there, and the sweep's ping to that very port clashes with it
 // and is sent from another port (seen: the sweep ran twice and missed).
-// Each ping of a sweep costs its sender 20–80 µs here, since the sending
+// Each ping of a sweep costs its sender 17–80 µs here, since the sending
 // core also runs both routers' conntrack and NAT for it: a sweep sent in
 // bursts starves the host's other paths (their keepalives and probes wait
 // behind it), which is why node/sweep.go paces it.

@@ -50,9 +50,9 @@ import (
 // that comes late — the goroutine was not scheduled, or the last batch was
 // slow — does not make up the lost time beyond one tick: the sweep skips
 // ahead, and on a busy machine simply runs slower (sweepPacer). In the lab
-// a ping's send takes 20–80 µs (the sending core also runs conntrack and
+// a ping's send takes 17–80 µs (the sending core also runs conntrack and
 // NAT for it in two routers' namespaces), more than the default rate
-// allows at half a core: there sweeps run at 6,000–18,000 pings/s
+// allows at half a core: there sweeps run at 6,000–20,000 pings/s
 // (docs/benchmarks.md).
 //
 // Skipping ahead still covers the range in time: the sweep knows the
