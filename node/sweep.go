@@ -60,15 +60,14 @@ import (
 // skipping has put it behind the slowest schedule that still ends the
 // round by then, each batch sends at least its share of the pings left,
 // spread over the time left — never faster than the configured rate —
-// and waits only for the rest of its tick (up to a whole core). So the
-// range is covered within the punch's timeout whenever the rate allows it
-// (64,512 / SweepRate seconds, plus sweepReserve, at most the time left
-// when the round starts: 2.5 s of a sweeping punch's 15 s by default, see
-// punchOpts.timeout) and one core can send that many pings in the time
-// left, however late the batches come; the last pings go in the first
-// batch at or after the deadline. Batches grow beyond a tick's worth, and
-// the sweep beyond half a core, only while the round is behind that
-// schedule.
+// and waits only for the rest of its tick (up to a whole core); past the
+// deadline it sends at the full rate. So the range is covered within the
+// punch's timeout whenever the rate allows it (64,512 / SweepRate seconds,
+// plus sweepReserve, at most the time left when the round starts: 2.5 s
+// of a sweeping punch's 15 s by default, see punchOpts.timeout) and one
+// core can send that many pings in the time left, however late the
+// batches come. Batches grow beyond a tick's worth, and the sweep beyond
+// half a core, only while the round is behind that schedule.
 //
 // One sweep at a time. A node runs at most one sweep round at once
 // (Node.sweeping): two at once would double the load that pacing bounds.
@@ -234,8 +233,8 @@ func sweepRound(ctx context.Context, rate int, deadline time.Time, send func(por
 // skipped. Once it falls behind (its batches came late for long), each
 // batch sends at least its share of the pings left, for the time since the
 // previous batch, spread evenly over the time left — never more than rate
-// allows for that time. The last pings go in the first batch at or after
-// the deadline.
+// allows for that time. At or past the deadline, batches send all that
+// rate allows.
 type sweepPacer struct {
 	rate     float64       // pings a second
 	interval time.Duration // between batches: sweepTick, or one ping's time at low rates
