@@ -157,3 +157,72 @@ func TestUsePathSkipsValidation(t *testing.T) {
 		}
 	})
 }
+
+// TestMoveDoesNotFlap: while the peer streams to us over a relay, we move
+// the session onto the direct path. The peer's packets still in flight on
+// the relay (with higher packet numbers than anything it has sent direct)
+// must not pull us back, and the peer's PATH_CHALLENGE alone must not move
+// it: each side changes path exactly once (RFC 9000 §9.3).
+func TestMoveDoesNotFlap(t *testing.T) {
+	for _, mode := range []string{"MovePath", "UsePath"} {
+		t.Run(mode, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				w := natlab.New(natlab.Config{Seed: 13})
+				t.Cleanup(func() { w.Close() })
+				inet := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
+				link := natlab.Link{Delay: 5 * time.Millisecond, Rate: 50e6}
+				alice := w.NewHost("alice", inet, link)
+				bob := w.NewHost("bob", inet, link)
+				relayHost := w.NewHost("relay", inet, natlab.Link{Delay: 40 * time.Millisecond})
+				ctx := context.Background()
+				pcA, _ := alice.ListenPacket(ctx, "udp4", ":4000")
+				pcB, _ := bob.ListenPacket(ctx, "udp4", ":5000")
+				pcR, _ := relayHost.ListenPacket(ctx, "udp4", ":6000")
+				aAddr := pcA.LocalAddr().(*net.UDPAddr).AddrPort()
+				bAddr := pcB.LocalAddr().(*net.UDPAddr).AddrPort()
+				forwarder(t, pcR, aAddr, bAddr)
+				bobKey := newKey(t)
+				ln, _ := Listen(pcB, bobKey, nil)
+				t.Cleanup(func() { ln.Close() })
+				client, err := Dial(ctx, pcA, pcR.LocalAddr(), bobKey.Public(), &Config{PrivateKey: newKey(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { client.Close(); <-client.Done() })
+				server, err := ln.Accept(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var moved atomic.Bool
+				// bob streams to alice; alice moves in the middle.
+				transfer(t, server, client, 1, 2<<20, func(total int64) {
+					if total > 512<<10 && !moved.Swap(true) {
+						go func() {
+							var err error
+							if mode == "UsePath" {
+								err = client.UsePath(ctx, bAddr)
+							} else {
+								err = client.MovePath(ctx, bAddr)
+							}
+							if err != nil {
+								t.Errorf("%s: %v", mode, err)
+							}
+						}()
+					}
+				})
+				if got := client.CurrentPath().Remote; got != bAddr {
+					t.Errorf("alice ended on %v, want direct %v", got, bAddr)
+				}
+				if got := server.CurrentPath().Remote; got != aAddr {
+					t.Errorf("bob ended on %v, want direct %v", got, aAddr)
+				}
+				if n := client.Stats().PathChanges; n != 1 {
+					t.Errorf("alice changed path %d times, want 1", n)
+				}
+				if n := server.Stats().PathChanges; n != 1 {
+					t.Errorf("bob changed path %d times, want 1", n)
+				}
+			})
+		})
+	}
+}

@@ -224,6 +224,11 @@ type Session struct {
 
 	cur, prev *path
 
+	// The path a MovePath or UsePath left, and when: for a few PTOs the
+	// peer's packets from there do not pull the session back (§4.3).
+	leftAddr netip.AddrPort
+	leftAt   time.Time
+
 	peerMaxData   uint64 // the peer's MAX_DATA
 	sentData      uint64 // new stream bytes sent, counted against peerMaxData
 	peerParams    wire.HandshakeParams

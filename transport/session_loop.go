@@ -269,7 +269,7 @@ func (s *Session) handleEarly(p *packet, now time.Time) {
 		s.largestRecv = hdr.PacketNumber
 	}
 	s.inEarly = true
-	ackEliciting, err := s.handleFrames(plain, p.from, now)
+	ackEliciting, _, err := s.handleFrames(plain, p.from, now)
 	s.inEarly = false
 	if err != nil {
 		return
@@ -374,20 +374,24 @@ func (s *Session) handleData(p *packet, now time.Time) {
 			s.curValidated.Store(true)
 		}
 	}
-	if p.from != s.cur.addr {
-		if hdr.PacketNumber >= s.largestRecv {
-			s.migrate(p.from, now)
-		}
+	newest := hdr.PacketNumber >= s.largestRecv
+	if newest {
+		s.largestRecv = hdr.PacketNumber
+	}
+	ackEliciting, nonProbing, err := s.handleFrames(plain, p.from, now)
+	if err != nil {
+		return
+	}
+	// Follow the peer to a new address only for its newest non-probing
+	// packet (RFC 9000 §9.3): a PATH_CHALLENGE is no move. And not back
+	// onto a path we left on our own a moment ago: what arrives there now
+	// the peer sent before it saw us move.
+	if p.from != s.cur.addr && newest && nonProbing &&
+		!(p.from == s.leftAddr && now.Sub(s.leftAt) < closeLingerPTOs*s.pto()) {
+		s.migrate(p.from, now)
 	}
 	if p.from == s.cur.addr {
 		s.cur.recvBytes += uint64(len(b))
-	}
-	if hdr.PacketNumber >= s.largestRecv {
-		s.largestRecv = hdr.PacketNumber
-	}
-	ackEliciting, err := s.handleFrames(plain, p.from, now)
-	if err != nil {
-		return
 	}
 	s.rpt.ReceivedPacket(hdr.PacketNumber, now, ackEliciting)
 }
@@ -436,6 +440,7 @@ func (s *Session) startProbe(req moveRequest, now time.Time) {
 	}
 	if req.vouched {
 		old := s.cur
+		s.leftAddr, s.leftAt = old.addr, now
 		np := newPath(req.addr, true)
 		np.recvBytes = old.recvBytes
 		if old.validated {
@@ -500,6 +505,7 @@ func (s *Session) onPathResponse(data [8]byte, from netip.AddrPort, now time.Tim
 		s.probing = append(s.probing[:i], s.probing[i+1:]...)
 		s.log.Debug("moving to probed path", "addr", pr.p.addr, "answered from", from)
 		old := s.cur
+		s.leftAddr, s.leftAt = old.addr, now
 		if from == pr.p.addr {
 			pr.p.validated = true
 			pr.p.recvBytes = old.recvBytes
@@ -539,19 +545,22 @@ func (s *Session) updateSendKey(now time.Time) {
 
 // handleFrames processes a packet's frames. It reports whether any was
 // ack-eliciting; an error has already closed the session.
-func (s *Session) handleFrames(b []byte, from netip.AddrPort, now time.Time) (ackEliciting bool, err error) {
+func (s *Session) handleFrames(b []byte, from netip.AddrPort, now time.Time) (ackEliciting, nonProbing bool, err error) {
 	for len(b) > 0 {
 		t, err := wire.ParseFrameType(b)
 		if err != nil {
 			s.protocolError(wire.FrameEncodingError, "unknown frame type", now)
-			return false, err
+			return false, false, err
 		}
 		if t.IsAckEliciting() {
 			ackEliciting = true
 		}
+		if t != wire.FramePadding && t != wire.FramePathChallenge && t != wire.FramePathResponse {
+			nonProbing = true
+		}
 		if s.inEarly && t != wire.FramePadding && t != wire.FramePing && t != wire.FrameStream && t != wire.FrameStreamFin {
 			s.protocolError(wire.ProtocolViolation, "frame not allowed in early data", now)
-			return false, errSessionEnded
+			return false, false, errSessionEnded
 		}
 		var n int
 		switch t {
@@ -634,7 +643,7 @@ func (s *Session) handleFrames(b []byte, from netip.AddrPort, now time.Time) (ac
 				s.setCloseErr(&SessionError{Code: f.ErrorCode, Reason: f.Reason, Remote: true})
 				s.setState(stateDraining)
 				s.closeAt = now.Add(closeLingerPTOs * s.pto())
-				return ackEliciting, errSessionEnded
+				return ackEliciting, nonProbing, errSessionEnded
 			}
 		case wire.FrameDatagram:
 			var f wire.DatagramFrame
@@ -642,7 +651,7 @@ func (s *Session) handleFrames(b []byte, from netip.AddrPort, now time.Time) (ac
 			if err == nil {
 				if s.cfg.MaxDatagramSize < 0 || len(f.Data) > s.cfg.MaxDatagramSize {
 					s.protocolError(wire.ProtocolViolation, "datagram larger than allowed", now)
-					return false, errSessionEnded
+					return false, false, errSessionEnded
 				}
 				select {
 				case s.datagramsIn <- append([]byte(nil), f.Data...):
@@ -657,11 +666,11 @@ func (s *Session) handleFrames(b []byte, from netip.AddrPort, now time.Time) (ac
 			if err != errSessionEnded {
 				s.protocolError(wire.FrameEncodingError, "malformed "+t.String()+" frame", now)
 			}
-			return false, err
+			return false, false, err
 		}
 		b = b[n:]
 	}
-	return ackEliciting, nil
+	return ackEliciting, nonProbing, nil
 }
 
 func (s *Session) stream(id uint64) *Stream {
