@@ -715,16 +715,26 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 				n.goroutine(func(nctx context.Context) { n.upgradeWhenPunched(nctx, p, s, results) })
 			}
 		}
-		// Drain the relay attempt if the direct path won, and release
-		// its channel.
+		// The direct path won: keep the relay attempt until the
+		// handshake is through (it is the fallback should the direct
+		// handshake fail), then release its channel.
 		if pending > 0 && !r.relayed && haveRelay {
-			go func() {
-				if r := <-results; r.err == nil {
-					if ch := n.mux.Channel(r.addr); ch != nil {
-						ch.Close()
+			n.goroutine(func(nctx context.Context) {
+				rr := <-results
+				if rr.err != nil {
+					return
+				}
+				if err := s.Handshake(nctx); err != nil && nctx.Err() == nil {
+					n.log.Info("direct handshake failed; dialling the relay", "device", p.key.Short(), "err", err)
+					if rs, err := n.ep.Dial(nctx, rr.addr, p.key); err == nil {
+						n.addSession(p, rs, n.pub)
+						return
 					}
 				}
-			}()
+				if ch := n.mux.Channel(rr.addr); ch != nil {
+					ch.Close()
+				}
+			})
 		}
 		return s, nil
 	}
