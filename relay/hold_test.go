@@ -192,18 +192,24 @@ func TestHoldUntilPeerBinds(t *testing.T) {
 // ticketSeq makes rawChannel's tickets distinct.
 var ticketSeq atomic.Uint64
 
-// rawChannel binds side 0 of a new channel from pcA, with a ticket issued
-// at now, and returns the channel ID and the ticket; mod changes the
-// ticket.
-func (r *loopRelay) rawChannel(t *testing.T, pcA *net.UDPConn, now time.Time, mod func(*ticket.Ticket)) (uint64, []byte) {
-	t.Helper()
+// seqTicket signs a ticket for the loop relay issued at now, distinct from
+// every other it signs; mod changes it.
+func (r *loopRelay) seqTicket(now time.Time, mod func(*ticket.Ticket)) []byte {
 	tk := ticket.Ticket{IssuedAt: now, ExpiresAt: now.Add(time.Hour), Relay: r.relayID, Budget: 1 << 40, Rate: 1 << 30}
 	tk.A[0], tk.B[0] = 'A', 'B'
 	binary.BigEndian.PutUint64(tk.A[1:], ticketSeq.Add(1))
 	if mod != nil {
 		mod(&tk)
 	}
-	b := ticket.Sign(r.dir, tk)
+	return ticket.Sign(r.dir, tk)
+}
+
+// rawChannel binds side 0 of a new channel from pcA, with a ticket issued
+// at now, and returns the channel ID and the ticket; mod changes the
+// ticket.
+func (r *loopRelay) rawChannel(t *testing.T, pcA *net.UDPConn, now time.Time, mod func(*ticket.Ticket)) (uint64, []byte) {
+	t.Helper()
+	b := r.seqTicket(now, mod)
 	return rawAllocate(t, pcA, net.UDPAddrFromAddrPort(r.udp), 0, b), b
 }
 
@@ -341,10 +347,7 @@ func (r *loopRelay) rawTCPChannel(t *testing.T) (net.Conn, uint64, []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	now := time.Now()
-	tk := ticket.Ticket{IssuedAt: now, ExpiresAt: now.Add(time.Hour), Relay: r.relayID, Budget: 1 << 40, Rate: 1 << 30}
-	binary.BigEndian.PutUint64(tk.A[1:], ticketSeq.Add(1))
-	b := ticket.Sign(r.dir, tk)
+	b := r.seqTicket(time.Now(), nil)
 	alloc := appendAllocate(nil, 0, b)
 	if _, err := c.Write(putFrame(make([]byte, frameHeader+len(alloc)), alloc)); err != nil {
 		t.Fatal(err)

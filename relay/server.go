@@ -2,9 +2,7 @@ package relay
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -461,6 +459,10 @@ func (s *Server) flushHoldLocked(a *allocation, to side, now int64) {
 // HandlePacket, at once.
 func (s *Server) handleBatched(b []byte, from netip.AddrPort, tx *txBatch) {
 	if len(b) < HeaderSize || Type(b[offType]) != TypeSend {
+		// An ALLOCATE may sweep an allocation and create another with the
+		// same channel ID (the same ticket, after an idle timeout): the
+		// batch's later SENDs must look it up afresh.
+		tx.last = nil
 		s.HandlePacket(b, from)
 		return
 	}
@@ -537,28 +539,34 @@ var errQueueFull = errors.New("relay: TCP send queue full")
 
 // allocate answers an ALLOCATE. The checks go cheapest first, so that a
 // flood of junk costs no signature verification: layout, relay key, expiry,
-// then (only for a ticket not already held) the Ed25519 signature.
+// then (only for a ticket not already held) the Ed25519 signature. It
+// finishes before the next packet from the same socket batch or TCP
+// connection is handled, so SENDs right behind an ALLOCATE find their side
+// bound (docs/protocol.md §6.2).
 func (s *Server) allocate(pkt, body []byte, from side) {
 	now := s.cfg.Now()
 	req, err := parseAllocate(body)
 	if err != nil {
-		s.reject(len(pkt), CodeMalformed, "malformed allocate", from)
+		s.reject(len(pkt), 0, CodeMalformed, "malformed allocate", from)
 		return
 	}
+	// An ERROR names the channel the ticket's bytes derive, so that a
+	// peer that sent several ALLOCATEs knows which one failed.
+	key := sha256.Sum256(req.ticket)
+	id := channelID(key)
 	tk, err := ticket.Parse(req.ticket)
 	if err != nil {
-		s.reject(len(pkt), CodeMalformed, "malformed ticket", from)
+		s.reject(len(pkt), id, CodeMalformed, "malformed ticket", from)
 		return
 	}
 	if tk.Relay != s.cfg.Identity {
-		s.reject(len(pkt), CodeNotForUs, "ticket is for another relay", from)
+		s.reject(len(pkt), id, CodeNotForUs, "ticket is for another relay", from)
 		return
 	}
 	if !now.Before(tk.ExpiresAt) {
-		s.reject(len(pkt), CodeExpired, "ticket expired", from)
+		s.reject(len(pkt), id, CodeExpired, "ticket expired", from)
 		return
 	}
-	key := sha256.Sum256(req.ticket)
 	s.mu.RLock()
 	a := s.byTicket[key]
 	s.mu.RUnlock()
@@ -568,20 +576,21 @@ func (s *Server) allocate(pkt, body []byte, from side) {
 		if _, err := ticket.Verify(s.cfg.DirectoryKey, req.ticket, now); err != nil {
 			switch {
 			case errors.Is(err, ticket.ErrExpired):
-				s.reject(len(pkt), CodeExpired, "ticket expired", from)
+				s.reject(len(pkt), id, CodeExpired, "ticket expired", from)
 			case errors.Is(err, ticket.ErrMalformed):
-				s.reject(len(pkt), CodeMalformed, "malformed ticket", from)
+				s.reject(len(pkt), id, CodeMalformed, "malformed ticket", from)
 			case errors.Is(err, ticket.ErrNotYet):
-				s.reject(len(pkt), CodeBadTicket, "ticket not yet valid", from)
+				s.reject(len(pkt), id, CodeBadTicket, "ticket not yet valid", from)
 			default:
-				s.reject(len(pkt), CodeBadTicket, "bad ticket signature", from)
+				s.reject(len(pkt), id, CodeBadTicket, "bad ticket signature", from)
 			}
 			return
 		}
 		var code ErrorCode
-		a, code = s.create(key, tk, now)
+		var reason string
+		a, code, reason = s.create(key, tk, now)
 		if a == nil {
-			s.reject(len(pkt), code, code.String(), from)
+			s.reject(len(pkt), id, code, reason, from)
 			return
 		}
 	}
@@ -621,25 +630,28 @@ func (s *Server) allocate(pkt, body []byte, from side) {
 	}
 }
 
-// create adds an allocation for a verified ticket, or returns the one a
-// concurrent ALLOCATE of the same ticket created first.
-func (s *Server) create(key [sha256.Size]byte, tk ticket.Ticket, now time.Time) (*allocation, ErrorCode) {
+// create adds an allocation for a verified ticket whose SHA-256 is key, or
+// returns the one a concurrent ALLOCATE of the same ticket created first.
+// It refuses with CodeFull, and a reason, when the relay holds its maximum
+// of allocations, or when another ticket's allocation has the channel ID
+// this one derives (a 64-bit collision: never seen in practice, but the ID
+// must name one allocation).
+func (s *Server) create(key [sha256.Size]byte, tk ticket.Ticket, now time.Time) (*allocation, ErrorCode, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a := s.byTicket[key]; a != nil {
-		return a, 0
+		return a, 0, ""
 	}
 	if now.After(s.nextSweep) || len(s.byID) >= s.cfg.MaxSessions {
 		s.sweepLocked(now)
 	}
 	if len(s.byID) >= s.cfg.MaxSessions {
-		return nil, CodeFull
+		return nil, CodeFull, "relay full"
 	}
-	var id uint64
-	for id == 0 || s.byID[id] != nil {
-		var b [8]byte
-		rand.Read(b[:])
-		id = binary.BigEndian.Uint64(b[:])
+	id := channelID(key)
+	if s.byID[id] != nil {
+		s.log.Warn("relay: channel ID collision", "channel", id)
+		return nil, CodeFull, "channel ID in use"
 	}
 	rate := float64(tk.Rate)
 	a := &allocation{
@@ -658,7 +670,7 @@ func (s *Server) create(key [sha256.Size]byte, tk ticket.Ticket, now time.Time) 
 	s.byTicket[key] = a
 	s.allocsTotal.Add(1)
 	s.log.Debug("relay: allocated", "channel", id, "expires", tk.ExpiresAt)
-	return a, 0
+	return a, 0, ""
 }
 
 // unixNanos is t.UnixNano, but saturates instead of overflowing for a time
@@ -693,12 +705,13 @@ func (s *Server) sweepLocked(now time.Time) {
 	s.nextSweep = now.Add(s.cfg.IdleTimeout / 2)
 }
 
-// reject answers an ALLOCATE of size n with ERROR.
-func (s *Server) reject(n int, code ErrorCode, reason string, to side) {
+// reject answers an ALLOCATE of size n with ERROR on channel id (the
+// ticket's, or 0 if the ALLOCATE has none).
+func (s *Server) reject(n int, id uint64, code ErrorCode, reason string, to side) {
 	s.dropped[DropRejected].Add(1)
 	s.rejected[code].Add(1)
 	bp := s.bufs.get(smallBuf)
-	if b := appendError((*bp)[:0], code, reason, n); len(b) > 0 {
+	if b := appendError((*bp)[:0], id, code, reason, n); len(b) > 0 {
 		s.reply(b, to)
 	}
 	s.bufs.put(bp)

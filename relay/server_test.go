@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -274,6 +275,14 @@ func TestAllocateRejects(t *testing.T) {
 				h, body, err := parseHeader(sent[0].b)
 				if err != nil || h.typ != TypeError {
 					t.Fatalf("answer %x is not an ERROR", sent[0].b)
+				}
+				// It names the channel its ticket derives, if it has one.
+				var id uint64
+				if req, err := parseAllocate(pkt[HeaderSize:]); err == nil {
+					id = ChannelID(req.ticket)
+				}
+				if h.channel != id {
+					t.Errorf("ERROR on channel %x, want %x", h.channel, id)
 				}
 				code, reason, err := parseError(body)
 				if err != nil || code != tt.code {
@@ -605,5 +614,61 @@ func TestPeerBoundNotice(t *testing.T) {
 		if got, a := r.bind(t, refresh.from, refresh.side, tk); got != id || !a.peerBound || len(r.notices) != 0 {
 			t.Fatalf("refresh of side %d: channel %d, peer bound %v, %d notices", refresh.side, got, a.peerBound, len(r.notices))
 		}
+	}
+}
+
+// TestChannelIDDerived: the relay gives a ticket's allocation the channel
+// ID both sides compute from the ticket, ChannelID; never zero.
+func TestChannelIDDerived(t *testing.T) {
+	r := newRig(t, nil)
+	for i := range 20 {
+		tk := r.ticket(func(tk *ticket.Ticket) { tk.Budget = uint64(i + 1) })
+		want := ChannelID(tk)
+		sum := sha256.Sum256(tk)
+		if want != binary.BigEndian.Uint64(sum[:8]) {
+			t.Fatalf("ChannelID = %x, want the first 8 bytes of %x", want, sum)
+		}
+		idA, _ := r.bind(t, addrA, 0, tk)
+		idB, _ := r.bind(t, addrB, 1, tk)
+		if idA != want || idB != want {
+			t.Fatalf("ticket %d: channels %x and %x, want %x", i, idA, idB, want)
+		}
+	}
+	if id := channelID([sha256.Size]byte{8: 0xff}); id != 1 {
+		t.Errorf("a hash starting with 8 zero bytes gives channel %x, want 1", id)
+	}
+}
+
+// TestChannelIDCollision: a ticket whose channel ID another ticket's
+// allocation already has is refused with 4 full, on that channel ID, and
+// the holder keeps its channel.
+func TestChannelIDCollision(t *testing.T) {
+	r := newRig(t, nil)
+	tk1 := r.ticket(nil)
+	tk2 := r.ticket(func(tk *ticket.Ticket) { tk.Budget++ })
+	id1, _ := r.bind(t, addrA, 0, tk1)
+	// Make tk2's ID collide with tk1's: move tk1's allocation there.
+	id2 := ChannelID(tk2)
+	r.srv.mu.Lock()
+	a := r.srv.byID[id1]
+	delete(r.srv.byID, id1)
+	a.id = id2
+	r.srv.byID[id2] = a
+	r.srv.mu.Unlock()
+
+	h, body := r.allocate(t, addrB, 0, tk2)
+	code, reason, err := parseError(body)
+	if h.typ != TypeError || err != nil || code != CodeFull || h.channel != id2 {
+		t.Fatalf("colliding ALLOCATE answered %v on %x: %v %q; want ERROR 4 on %x", h.typ, h.channel, code, reason, id2)
+	}
+	if reason != "channel ID in use" {
+		t.Errorf("reason %q", reason)
+	}
+	if st := r.srv.Stats(); st.Allocations != 1 || st.Rejected[CodeFull] != 1 {
+		t.Errorf("allocations %d, rejected full %d; want 1, 1", st.Allocations, st.Rejected[CodeFull])
+	}
+	// tk1's refresh still finds its allocation.
+	if id, _ := r.bind(t, addrA, 0, tk1); id != id2 {
+		t.Errorf("tk1's refresh: channel %x, want %x", id, id2)
 	}
 }

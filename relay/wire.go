@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,7 +17,8 @@ import (
 //	          bit set), version 1
 //	1  1  type
 //	2  2  reserved, zero
-//	4  8  channel ID, big-endian (zero in ALLOCATE and PING/PONG)
+//	4  8  channel ID, big-endian (zero in ALLOCATE and PING/PONG): ChannelID
+//	          of the allocation's ticket
 //	12 .. body, by type
 const (
 	FormVersion = 0xD1
@@ -52,7 +54,8 @@ const (
 	// TypeDeliver, relay → peer: body = the opaque packet, as sent.
 	TypeDeliver Type = 4
 	// TypeError, relay → peer, answers ALLOCATE only: body = code (2 bytes)
-	// || reason (UTF-8, at most maxReason bytes).
+	// || reason (UTF-8, at most maxReason bytes). The header's channel is
+	// the one the ALLOCATE's ticket derives, or zero if it has no ticket.
 	TypeError Type = 5
 	// TypePing, peer → relay: body = nonce (8 bytes) || optional padding.
 	// Needs no allocation; channel zero.
@@ -103,7 +106,7 @@ const (
 	CodeBadTicket ErrorCode = 1 // signature does not verify, or not yet valid
 	CodeExpired   ErrorCode = 2 // the ticket has expired
 	CodeNotForUs  ErrorCode = 3 // the ticket names another relay
-	CodeFull      ErrorCode = 4 // the relay holds its maximum of allocations
+	CodeFull      ErrorCode = 4 // the relay holds its maximum of allocations, or another ticket's channel has this one's ID
 	CodeMalformed ErrorCode = 5 // the ALLOCATE (or its ticket) cannot be parsed
 )
 
@@ -121,6 +124,21 @@ func (c ErrorCode) String() string {
 		return "malformed"
 	}
 	return fmt.Sprintf("error %d", uint16(c))
+}
+
+// ChannelID is the channel ID of the allocation for the ticket tk (its 189
+// bytes), docs/protocol.md §6.2: the first 8 bytes of SHA-256(tk),
+// big-endian, or 1 if those are zero. Both sides and the relay compute it
+// from the ticket alone, so a side may send on the channel before the
+// relay's ALLOCATED tells it anything.
+func ChannelID(tk []byte) uint64 { return channelID(sha256.Sum256(tk)) }
+
+// channelID is ChannelID for a ticket whose SHA-256 is sum.
+func channelID(sum [sha256.Size]byte) uint64 {
+	if id := binary.BigEndian.Uint64(sum[:8]); id != 0 {
+		return id
+	}
+	return 1
 }
 
 // errMalformed is what every parse function returns for a bad packet.
@@ -231,7 +249,7 @@ func parseError(body []byte) (ErrorCode, string, error) {
 // packet fits in limit bytes (the size of the ALLOCATE it answers: a relay
 // never answers with more than it received). It returns b unchanged if not
 // even an empty reason fits.
-func appendError(b []byte, code ErrorCode, reason string, limit int) []byte {
+func appendError(b []byte, channel uint64, code ErrorCode, reason string, limit int) []byte {
 	room := min(limit-HeaderSize-errorBodyMin, maxReason)
 	if room < 0 {
 		return b
@@ -239,7 +257,7 @@ func appendError(b []byte, code ErrorCode, reason string, limit int) []byte {
 	if len(reason) > room {
 		reason = reason[:room]
 	}
-	b = appendHeader(b, TypeError, 0)
+	b = appendHeader(b, TypeError, channel)
 	b = binary.BigEndian.AppendUint16(b, uint16(code))
 	return append(b, reason...)
 }

@@ -51,7 +51,7 @@ func fixedSize() map[string][]byte {
 	return map[string][]byte{
 		"allocate":  appendAllocate(nil, 1, testTicket()),
 		"allocated": appendAllocated(nil, 0x1122334455667788, allocatedBody{expires: 2000, remaining: 1 << 40, rate: 1 << 20, peerBound: true}),
-		"error":     appendError(nil, CodeFull, "full", 100),
+		"error":     appendError(nil, 0x0102030405060708, CodeFull, "full", 100),
 		"ping":      appendPing(nil, TypePing, 42),
 		"pong":      appendPing(nil, TypePong, 42),
 	}
@@ -87,9 +87,9 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("SEND: %v %q %v", h, v, err)
 	}
 
-	b = appendError(nil, CodeBadTicket, "bad ticket signature", 1000)
+	b = appendError(nil, 9, CodeBadTicket, "bad ticket signature", 1000)
 	h, v, err = parsePacket(b)
-	if err != nil || v.([2]any)[0] != CodeBadTicket || v.([2]any)[1] != "bad ticket signature" {
+	if err != nil || h.channel != 9 || v.([2]any)[0] != CodeBadTicket || v.([2]any)[1] != "bad ticket signature" {
 		t.Errorf("ERROR: %v %v %v", h, v, err)
 	}
 
@@ -110,8 +110,8 @@ func TestGolden(t *testing.T) {
 			"d1 02 0000 0102030405060708 000000006553f358 0000000040000000 00100000 01"},
 		{"send", append(appendHeader(nil, TypeSend, 0x0102030405060708), 0xc1, 0x04),
 			"d1 03 0000 0102030405060708 c104"},
-		{"error", appendError(nil, CodeFull, "full", 100),
-			"d1 05 0000 0000000000000000 0004 66756c6c"},
+		{"error", appendError(nil, 0x0102030405060708, CodeFull, "full", 100),
+			"d1 05 0000 0102030405060708 0004 66756c6c"},
 		{"ping", appendPing(nil, TypePing, 0x0a0b0c0d0e0f1011),
 			"d1 06 0000 0000000000000000 0a0b0c0d0e0f1011"},
 	}
@@ -158,7 +158,7 @@ func TestRejects(t *testing.T) {
 		"pong padded": append(appendPing(nil, TypePong, 1), 0),
 		"side 2":      appendAllocate(nil, 2, testTicket()),
 		"peer 2":      func() []byte { b := fixedSize()["allocated"]; b[len(b)-1] = 2; return b }(),
-		"long reason": appendError(nil, CodeFull, strings.Repeat("x", maxReason+1), 1000)[:0],
+		"long reason": appendError(nil, 0, CodeFull, strings.Repeat("x", maxReason+1), 1000)[:0],
 	} {
 		if len(b) == 0 {
 			continue
@@ -168,11 +168,11 @@ func TestRejects(t *testing.T) {
 		}
 	}
 	// A reason is cut to what fits, and never beyond maxReason.
-	b := appendError(nil, CodeFull, strings.Repeat("x", 200), 1000)
+	b := appendError(nil, 0, CodeFull, strings.Repeat("x", 200), 1000)
 	if len(b) != HeaderSize+errorBodyMin+maxReason {
 		t.Errorf("ERROR with a long reason is %d bytes", len(b))
 	}
-	if b := appendError(nil, CodeFull, "full", HeaderSize+1); len(b) != 0 {
+	if b := appendError(nil, 0, CodeFull, "full", HeaderSize+1); len(b) != 0 {
 		t.Errorf("ERROR answering a 13-byte packet: %x, want nothing", b)
 	}
 }
@@ -211,7 +211,7 @@ func FuzzParse(f *testing.F) {
 			re = append(appendHeader(nil, h.typ, h.channel), v.([]byte)...)
 		case TypeError:
 			e := v.([2]any)
-			re = appendError(nil, e[0].(ErrorCode), e[1].(string), len(b))
+			re = appendError(nil, h.channel, e[0].(ErrorCode), e[1].(string), len(b))
 			copy(re[offChannel:], b[offChannel:HeaderSize])
 		case TypePing, TypePong:
 			re = appendPing(nil, h.typ, v.(uint64))
