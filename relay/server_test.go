@@ -672,3 +672,53 @@ func TestChannelIDCollision(t *testing.T) {
 		t.Errorf("tk1's refresh: channel %x, want %x", id, id2)
 	}
 }
+
+// TestDerivedIDGrantsNothing: anyone who has seen the ticket, or one
+// packet, knows the channel ID; the ID was never a secret. What the relay
+// checks is the sender: before any ALLOCATE the channel does not exist,
+// and once a side is bound only that side's address may send, and nobody
+// else's packets are held for the other side.
+func TestDerivedIDGrantsNothing(t *testing.T) {
+	r := newRig(t, nil)
+	tk := r.ticket(nil)
+	id := ChannelID(tk)
+	r.srv.HandlePacket(sendPkt(id, []byte("before")), addrC)
+	r.bind(t, addrA, 0, tk)
+	r.srv.HandlePacket(sendPkt(id, []byte("held?")), addrC)
+	r.bind(t, addrB, 1, tk)
+	if len(r.delivered) != 0 {
+		t.Fatalf("bob received %d packets from a third party", len(r.delivered))
+	}
+	st := r.srv.Stats()
+	if st.Dropped[DropUnknownChannel] != 1 || st.Dropped[DropNotSide] != 1 || st.Held != 0 {
+		t.Errorf("dropped %v, held %d; want 1 unknown-channel, 1 not-a-side, none held", st.Dropped, st.Held)
+	}
+}
+
+// TestTCPSideIsTheConnection: a side bound over TCP is its connection, not
+// an address: a UDP datagram from the connection's own address and port
+// is a third party's.
+func TestTCPSideIsTheConnection(t *testing.T) {
+	checkNoLeaks(t)
+	r := newLoopRelay(t)
+	relay := net.UDPAddrFromAddrPort(r.udp)
+	for try := 0; ; try++ {
+		c, id, _ := r.rawTCPChannel(t)
+		// The UDP port with the TCP connection's number: free, nearly
+		// always.
+		pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(c.LocalAddr().(*net.TCPAddr).AddrPort()))
+		if err != nil {
+			if try < 5 {
+				continue
+			}
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		pc.WriteTo(sendPkt(id, []byte("spoof")), relay)
+		waitUntil(t, "the datagram dropped as a third party's", func() bool { return r.srv.Stats().Dropped[DropNotSide] == 1 })
+		if st := r.srv.Stats(); st.Held != 0 {
+			t.Errorf("held %d packets from a third party", st.Held)
+		}
+		return
+	}
+}
