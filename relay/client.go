@@ -20,8 +20,8 @@ import (
 
 // Client timing.
 const (
-	// DefaultAllocateTimeout bounds Allocate and Ping when their context
-	// has no deadline.
+	// DefaultAllocateTimeout bounds Allocate, AllocateEarly's background
+	// retransmission, Refresh and Ping when their context has no deadline.
 	DefaultAllocateTimeout = 10 * time.Second
 	// allocateRetry is the first ALLOCATE retransmission interval; it
 	// doubles up to allocateRetryMax, as the transport's handshake does.
@@ -30,15 +30,9 @@ const (
 	pingRetry        = time.Second
 )
 
-var (
-	// ErrChannelClosed is returned by Send on a closed channel, or one
-	// whose TCP connection has failed.
-	ErrChannelClosed = errors.New("relay: channel closed")
-	// ErrChannelLost means a refresh got a different channel: the relay
-	// forgot the allocation (it restarted, or the channel idled out).
-	// Allocate again.
-	ErrChannelLost = errors.New("relay: channel lost")
-)
+// ErrChannelClosed is returned by Send on a closed channel, or one whose
+// TCP connection has failed, and is Err of a channel that Close closed.
+var ErrChannelClosed = errors.New("relay: channel closed")
 
 // AllocateError is a relay's refusal of an ALLOCATE.
 type AllocateError struct {
@@ -56,18 +50,22 @@ func (e *AllocateError) Error() string {
 // it relay packets with HandlePacket. Its methods are safe for concurrent
 // use.
 //
-// An ALLOCATED carries no request identifier, so the client keeps at most
-// one ALLOCATE outstanding per relay (others wait) and matches the answer
-// by the relay's address and the ticket's expiry.
+// A channel's ID derives from its ticket (ChannelID), so the client knows
+// the channel before the relay answers: it creates the Channel when it
+// sends the first ALLOCATE, and matches ALLOCATEDs and ERRORs to it by the
+// relay's address (or TCP connection) and the channel ID. Any number of
+// ALLOCATEs may be outstanding at once.
+//
+// Locking: c.mu protects the client's maps; each Channel's mu its state. No
+// code holds both at once.
 type Client struct {
 	pc   net.PacketConn
 	wap  addrPortWriter
 	log  *slog.Logger
 	bufs bufPool
+	done chan struct{} // closed by Close: stops the background ALLOCATEs
 
 	mu      sync.RWMutex // protects the fields below
-	waits   map[netip.AddrPort]*allocWait
-	sems    map[netip.AddrPort]chan struct{}
 	pings   map[uint64]chan time.Time
 	chans   map[chanKey]*Channel // UDP channels
 	tcps    map[string]*clientTCP
@@ -75,52 +73,13 @@ type Client struct {
 	onClose func(*Channel)         // set by a Mux
 	closed  bool
 
-	wg      sync.WaitGroup // TCP reader goroutines
+	wg      sync.WaitGroup // TCP readers and AllocateEarly's goroutines
 	dropped atomic.Uint64
 }
 
 type chanKey struct {
 	relay netip.AddrPort
 	id    uint64
-}
-
-// allocWait is an outstanding ALLOCATE.
-type allocWait struct {
-	relay   netip.AddrPort // for UDP
-	tcp     *clientTCP     // for TCP
-	side    byte
-	ticket  []byte
-	expires int64 // the ticket's, to match the ALLOCATED
-	res     chan allocResult
-
-	// Under Client.mu:
-	done    bool     // the ALLOCATE's caller has returned
-	created *Channel // the channel its answer created, if new
-}
-
-// finish ends w for its caller, which returns ch (nil on failure). A
-// channel that w's answer created and the caller does not return is
-// closed: the caller gave up as the answer came.
-func (c *Client) finish(w *allocWait, ch *Channel) {
-	c.mu.Lock()
-	w.done = true
-	orphan := w.created
-	c.mu.Unlock()
-	if orphan != nil && orphan != ch {
-		orphan.Close()
-	}
-}
-
-type allocResult struct {
-	ch  *Channel
-	err error
-}
-
-func (w *allocWait) answer(r allocResult) {
-	select {
-	case w.res <- r:
-	default: // already answered (a retransmission's answer)
-	}
 }
 
 // NewClient returns a client that sends on pc. logger may be nil.
@@ -131,8 +90,7 @@ func NewClient(pc net.PacketConn, logger *slog.Logger) *Client {
 	c := &Client{
 		pc:    pc,
 		log:   logger,
-		waits: make(map[netip.AddrPort]*allocWait),
-		sems:  make(map[netip.AddrPort]chan struct{}),
+		done:  make(chan struct{}),
 		pings: make(map[uint64]chan time.Time),
 		chans: make(map[chanKey]*Channel),
 		tcps:  make(map[string]*clientTCP),
@@ -141,34 +99,35 @@ func NewClient(pc net.PacketConn, logger *slog.Logger) *Client {
 	return c
 }
 
-// Close closes the client's TCP connections and waits for their readers.
-// Its channels stop working. It does not close the UDP socket.
+// Close closes the client's channels and TCP connections, and waits for
+// its goroutines. It does not close the UDP socket.
 func (c *Client) Close() error {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
 	c.closed = true
+	close(c.done)
+	var chans []*Channel
+	for _, ch := range c.chans {
+		chans = append(chans, ch)
+	}
 	tcps := c.tcps
 	c.tcps = make(map[string]*clientTCP)
-	chans := c.chans
-	c.chans = make(map[chanKey]*Channel)
-	c.mu.Unlock()
 	for _, t := range tcps {
-		t.conn.Close()
+		for _, ch := range t.chans {
+			chans = append(chans, ch)
+		}
 	}
-	c.wg.Wait()
+	c.mu.Unlock()
 	for _, ch := range chans {
 		ch.Close()
 	}
 	for _, t := range tcps {
-		c.mu.RLock()
-		var tc []*Channel
-		for _, ch := range t.chans {
-			tc = append(tc, ch)
-		}
-		c.mu.RUnlock()
-		for _, ch := range tc {
-			ch.Close()
-		}
+		t.conn.Close()
 	}
+	c.wg.Wait()
 	return nil
 }
 
@@ -179,25 +138,33 @@ func (c *Client) Dropped() uint64 { return c.dropped.Load() }
 // A Channel is one side of a relay allocation: packets sent on it are
 // delivered to the other side's peer. Its methods are safe for concurrent
 // use.
+//
+// A channel exists from the moment its first ALLOCATE is sent: Allocate
+// returns it once the relay has answered, AllocateEarly at once. It is
+// closed by Close, by the Client's Close, or when the allocation that
+// created it fails (Done, Err).
 type Channel struct {
-	c      *Client
-	relay  netip.AddrPort // UDP channels
-	tcp    *clientTCP     // TCP channels
-	id     uint64
-	side   byte
-	ticket []byte
-	closed atomic.Bool
+	c       *Client
+	relay   netip.AddrPort // UDP channels
+	tcp     *clientTCP     // TCP channels
+	id      uint64
+	side    byte
+	ticket  []byte
+	expires time.Time   // the ticket's
+	closed  atomic.Bool // set under mu; read without it by Send
 
+	done      chan struct{} // closed when the channel closes
 	peerReady chan struct{} // closed when the peer is first known bound
 
 	mu        sync.Mutex // protects the fields below
-	expires   time.Time
 	remaining uint64
 	rate      uint32
 	peerBound bool
+	waits     []chan error // callers of outstanding ALLOCATEs, for the next answer
+	err       error        // why the channel closed
 }
 
-// ID is the channel ID the relay chose.
+// ID is the channel ID, ChannelID of the ticket.
 func (ch *Channel) ID() uint64 { return ch.id }
 
 // Side is 0 for the ticket's device A, 1 for device B.
@@ -213,11 +180,7 @@ func (ch *Channel) Relay() string {
 }
 
 // Expires is when the ticket, and so the channel, expires.
-func (ch *Channel) Expires() time.Time {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	return ch.expires
-}
+func (ch *Channel) Expires() time.Time { return ch.expires }
 
 // PeerBound reports whether the other side has allocated, as the relay
 // said in an answer to an Allocate or Refresh, or in the ALLOCATED it sends
@@ -231,8 +194,25 @@ func (ch *Channel) PeerBound() bool {
 // PeerReady is closed once PeerBound is true.
 func (ch *Channel) PeerReady() <-chan struct{} { return ch.peerReady }
 
+// Done is closed when the channel closes: by Close, by the Client's Close,
+// or because the allocation that created it failed. Err then says why.
+func (ch *Channel) Done() <-chan struct{} { return ch.done }
+
+// Err returns nil while the channel is open. Once Done is closed it
+// returns why: ErrChannelClosed after Close or the Client's Close; or the
+// error that ended the allocation that created the channel, which is what
+// Allocate would have returned: it wraps an *AllocateError if the relay
+// refused, the context's error if the relay did not answer in time, or
+// ErrChannelClosed if a TCP connection ended first.
+func (ch *Channel) Err() error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.err
+}
+
 // Remaining is the byte budget the relay reported in its latest answer,
-// and Rate its rate limit in bytes per second.
+// and Rate its rate limit in bytes per second; zero before the first
+// answer.
 func (ch *Channel) Remaining() (budget uint64, rate uint32) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -241,7 +221,6 @@ func (ch *Channel) Remaining() (budget uint64, rate uint32) {
 
 func (ch *Channel) update(a allocatedBody) {
 	ch.mu.Lock()
-	ch.expires = a.expiry()
 	ch.remaining = a.remaining
 	ch.rate = a.rate
 	ready := a.peerBound && !ch.peerBound
@@ -252,13 +231,50 @@ func (ch *Channel) update(a allocatedBody) {
 	}
 }
 
+// register adds a caller waiting for the relay's next answer on ch, and
+// returns where the answer will come: nil for an ALLOCATED, else the error.
+// It returns nil if ch is closed.
+func (ch *Channel) register() chan error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.closed.Load() {
+		return nil
+	}
+	w := make(chan error, 1)
+	ch.waits = append(ch.waits, w)
+	return w
+}
+
+// unregister removes w, whose caller stopped waiting.
+func (ch *Channel) unregister(w chan error) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for i, x := range ch.waits {
+		if x == w {
+			ch.waits = append(ch.waits[:i], ch.waits[i+1:]...)
+			return
+		}
+	}
+}
+
+// answer passes err (nil for an ALLOCATED) to every caller waiting on ch.
+func (ch *Channel) answer(err error) {
+	ch.mu.Lock()
+	ws := ch.waits
+	ch.waits = nil
+	ch.mu.Unlock()
+	for _, w := range ws {
+		w <- err // buffered, and each w is answered once
+	}
+}
+
 // Send sends b to the other side through the relay, as one SEND. It may be
-// called as soon as Allocate returns: until the other side allocates, the
-// relay holds what this side sends (up to MaxHeldPackets packets and
-// MaxHeldBytes bytes, for MaxHoldTime) and delivers it when the other side
-// binds, which saves waiting for PeerReady. The relay drops a packet
-// silently beyond that, or if the ticket's budget or rate does not allow
-// it. Send does not retain b.
+// called as soon as Allocate or AllocateEarly returns: until the other side
+// allocates, the relay holds what this side sends (up to MaxHeldPackets
+// packets and MaxHeldBytes bytes, for MaxHoldTime) and delivers it when the
+// other side binds, which saves waiting for PeerReady. The relay drops a
+// packet silently beyond that, or if the ticket's budget or rate does not
+// allow it. Send does not retain b.
 func (ch *Channel) Send(b []byte) error {
 	if ch.closed.Load() {
 		return ErrChannelClosed
@@ -283,25 +299,23 @@ func (ch *Channel) Send(b []byte) error {
 	return c.writeUDP(pkt, ch.relay)
 }
 
-// Refresh sends the channel's ALLOCATE again: it keeps the allocation from
-// idling out, moves this side to the address the relay now sees (after a
-// NAT rebinding), and updates PeerBound and Remaining. A peer refreshes an
-// idle channel it wants to keep, and one whose path has stalled.
+// Refresh sends the channel's ALLOCATE again and waits for the answer, as
+// Allocate does: it keeps the allocation from idling out, moves this side
+// to the address the relay now sees (after a NAT rebinding), and updates
+// PeerBound and Remaining. A peer refreshes an idle channel it wants to
+// keep, and one whose path has stalled. If the relay has forgotten the
+// allocation (it restarted, or the channel idled out), the refresh creates
+// it again, with the same ID, and this side bound; the other side must
+// refresh too. A failed Refresh does not close the channel.
 func (ch *Channel) Refresh(ctx context.Context) error {
-	var got *Channel
-	var err error
-	if ch.tcp != nil {
-		got, err = ch.c.allocateOn(ctx, ch.tcp, ch.side, ch.ticket)
-	} else {
-		got, err = ch.c.Allocate(ctx, ch.relay, ch.side, ch.ticket)
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	w, pkt, err := ch.c.start(ch)
+	if err == nil {
+		err = ch.c.await(ctx, ch, w, pkt)
 	}
 	if err != nil {
-		return err
-	}
-	if got != ch {
-		ch.Close()
-		got.Close()
-		return ErrChannelLost
+		return fmt.Errorf("refresh relay channel on %v: %w", ch.Relay(), err)
 	}
 	return nil
 }
@@ -309,9 +323,24 @@ func (ch *Channel) Refresh(ctx context.Context) error {
 // Close forgets the channel locally (a Mux forgets its virtual address).
 // The relay drops the allocation when it idles out or expires.
 func (ch *Channel) Close() error {
-	if ch.closed.Swap(true) {
-		return nil
+	ch.closeWith(ErrChannelClosed)
+	return nil
+}
+
+// closeWith closes ch, for the reason err: Err's value, and the answer to
+// the callers still waiting on it.
+func (ch *Channel) closeWith(err error) {
+	ch.mu.Lock()
+	if ch.closed.Load() {
+		ch.mu.Unlock()
+		return
 	}
+	ch.closed.Store(true)
+	ch.err = err
+	ws := ch.waits
+	ch.waits = nil
+	ch.mu.Unlock()
+
 	c := ch.c
 	c.mu.Lock()
 	if ch.tcp != nil {
@@ -326,7 +355,11 @@ func (ch *Channel) Close() error {
 	if onClose != nil {
 		onClose(ch)
 	}
-	return nil
+	// Last, so that whoever waits on Done finds the virtual address gone.
+	close(ch.done)
+	for _, w := range ws {
+		w <- err
+	}
 }
 
 func (c *Client) writeUDP(b []byte, to netip.AddrPort) error {
@@ -339,9 +372,19 @@ func (c *Client) writeUDP(b []byte, to netip.AddrPort) error {
 	return err
 }
 
+// withDefaultTimeout bounds ctx by DefaultAllocateTimeout if it has no
+// deadline.
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, DefaultAllocateTimeout)
+}
+
 // Allocate binds side (0 for the ticket's device A, 1 for B) of the
-// ticket's channel on the relay at relay, over UDP. It retransmits the
-// ALLOCATE (250 ms, doubling to 2 s) until the relay answers, ctx ends, or
+// ticket's channel on the relay at relay, over UDP, and returns the channel
+// once the relay has answered. It retransmits the ALLOCATE (250 ms,
+// doubling to 2 s) until the relay answers, ctx ends, or
 // DefaultAllocateTimeout passes if ctx has no deadline. A refusal is an
 // *AllocateError. Allocating a ticket again returns the same *Channel.
 func (c *Client) Allocate(ctx context.Context, relay netip.AddrPort, side byte, tk []byte) (*Channel, error) {
@@ -350,65 +393,32 @@ func (c *Client) Allocate(ctx context.Context, relay netip.AddrPort, side byte, 
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultAllocateTimeout)
-		defer cancel()
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil, net.ErrClosed
-	}
-	sem := c.sems[relay]
-	if sem == nil {
-		sem = make(chan struct{}, 1)
-		c.sems[relay] = sem
-	}
-	c.mu.Unlock()
-	select {
-	case sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("allocate on relay %v: %w", relay, ctx.Err())
-	}
-	defer func() { <-sem }()
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	return c.allocate(ctx, relay, nil, side, tk, t)
+}
 
-	// w keeps a copy of tk: the reader goroutine creates the channel from
-	// it (see answer).
-	w := &allocWait{relay: relay, side: side, ticket: bytes.Clone(tk), expires: t.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
-	c.mu.Lock()
-	c.waits[relay] = w
-	c.mu.Unlock()
-	var ch *Channel
-	defer func() {
-		c.mu.Lock()
-		delete(c.waits, relay)
-		c.mu.Unlock()
-		c.finish(w, ch)
-	}()
-
-	pkt := appendAllocate(make([]byte, 0, AllocateSize), side, tk)
-	retry := allocateRetry
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case r := <-w.res:
-			if r.err != nil {
-				return nil, fmt.Errorf("allocate on relay %v: %w", relay, r.err)
-			}
-			ch = r.ch
-			return ch, nil
-		case <-timer.C:
-			if err := c.writeUDP(pkt, relay); err != nil {
-				c.log.Debug("relay: allocate send failed", "relay", relay, "err", err)
-			}
-			timer.Reset(retry)
-			retry = min(2*retry, allocateRetryMax)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("allocate on relay %v: %w", relay, ctx.Err())
-		}
+// AllocateEarly is Allocate without the wait: it returns the channel as
+// soon as the first ALLOCATE is sent, and Send works at once. The relay
+// handles a peer's packets in order, so SENDs right behind the ALLOCATE
+// find this side bound, and are held until the other side binds
+// (docs/protocol.md §6.2, §6.3): a dialling peer's first flight leaves
+// without waiting a round trip to the relay. (A SEND that the network
+// delivers before the ALLOCATE is dropped; the transport retransmits it.)
+//
+// In the background, the client retransmits the ALLOCATE as Allocate does
+// until the relay answers. If the relay refuses, or does not answer before
+// ctx ends (DefaultAllocateTimeout if ctx has no deadline), the channel
+// closes and its Err says why: so ctx bounds the allocation, not the call,
+// and must outlive the call. A channel the client already held for the
+// ticket is returned as it is, and not closed if this ALLOCATE fails.
+func (c *Client) AllocateEarly(ctx context.Context, relay netip.AddrPort, side byte, tk []byte) (*Channel, error) {
+	relay = netip.AddrPortFrom(relay.Addr().Unmap(), relay.Port())
+	t, err := checkAllocate(side, tk)
+	if err != nil {
+		return nil, err
 	}
+	return c.allocateEarly(ctx, relay, nil, side, tk, t)
 }
 
 func checkAllocate(side byte, tk []byte) (ticket.Ticket, error) {
@@ -422,39 +432,176 @@ func checkAllocate(side byte, tk []byte) (ticket.Ticket, error) {
 	return t, nil
 }
 
-// bind returns the channel for an ALLOCATED answer to w (nil: none),
-// creating it or updating the one a previous Allocate of the same ticket
-// created. It runs on the goroutine that read the answer, before the next
-// packet is read: the relay may follow the answer at once with DELIVERs of
-// what it held (docs/protocol.md §6.3), and they must find the channel. It
-// returns nil if w's caller has already returned.
-func (c *Client) bind(k chanKey, t *clientTCP, side byte, tk []byte, a allocatedBody, w *allocWait) *Channel {
-	c.mu.Lock()
-	if w != nil && w.done {
-		c.mu.Unlock()
-		return nil
+// allocate binds side of the ticket tk (parsed: t) on relay over UDP, or
+// on the TCP connection tc if not nil, and waits for the answer.
+func (c *Client) allocate(ctx context.Context, relay netip.AddrPort, tc *clientTCP, side byte, tk []byte, t ticket.Ticket) (*Channel, error) {
+	ch, created, w, pkt, err := c.begin(relay, tc, side, tk, t)
+	if err != nil {
+		return nil, err
 	}
-	var ch *Channel
-	if t != nil {
-		ch = t.chans[k.id]
+	if err := c.await(ctx, ch, w, pkt); err != nil {
+		err = fmt.Errorf("allocate on relay %v: %w", ch.Relay(), err)
+		if created {
+			ch.closeWith(err)
+		}
+		return nil, err
+	}
+	return ch, nil
+}
+
+// allocateEarly is allocate, waiting for the answer in a goroutine.
+func (c *Client) allocateEarly(ctx context.Context, relay netip.AddrPort, tc *clientTCP, side byte, tk []byte, t ticket.Ticket) (*Channel, error) {
+	ch, created, w, pkt, err := c.begin(relay, tc, side, tk, t)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.closed { // Close has closed ch, or will
+		c.mu.Unlock()
+		ch.unregister(w)
+		return nil, net.ErrClosed
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := withDefaultTimeout(ctx)
+		defer cancel()
+		if err := c.await(ctx, ch, w, pkt); err != nil {
+			c.log.Debug("relay: allocation failed", "relay", ch.Relay(), "channel", ch.id, "err", err)
+			if created {
+				ch.closeWith(fmt.Errorf("allocate on relay %v: %w", ch.Relay(), err))
+			}
+		}
+	}()
+	return ch, nil
+}
+
+// begin returns the client's channel for the ticket tk on relay or tc,
+// creating it if there is none (created), and sends its ALLOCATE: w is
+// where the answer will come, pkt the ALLOCATE to retransmit.
+func (c *Client) begin(relay netip.AddrPort, tc *clientTCP, side byte, tk []byte, t ticket.Ticket) (ch *Channel, created bool, w chan error, pkt []byte, err error) {
+	for {
+		ch, created, err = c.open(relay, tc, side, tk, t)
+		if err != nil {
+			return nil, false, nil, nil, err
+		}
+		w, pkt, err = c.start(ch)
+		if errors.Is(err, errGone) && !created {
+			continue // closed since open found it: make another
+		}
+		if err != nil {
+			err = fmt.Errorf("allocate on relay %v: %w", ch.Relay(), err)
+			if created {
+				ch.closeWith(err)
+			}
+			return nil, false, nil, nil, err
+		}
+		return ch, created, w, pkt, nil
+	}
+}
+
+// open returns the client's open channel for the ticket tk (parsed: t) on
+// relay (UDP) or tc (TCP), or creates one; created says which.
+func (c *Client) open(relay netip.AddrPort, tc *clientTCP, side byte, tk []byte, t ticket.Ticket) (ch *Channel, created bool, err error) {
+	id := ChannelID(tk)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, false, net.ErrClosed
+	}
+	k := chanKey{relay, id}
+	if tc != nil {
+		ch = tc.chans[id]
 	} else {
 		ch = c.chans[k]
 	}
-	if ch == nil || ch.closed.Load() {
-		ch = &Channel{c: c, relay: k.relay, tcp: t, id: k.id, side: side, ticket: append([]byte(nil), tk...),
-			peerReady: make(chan struct{})}
-		if t != nil {
-			t.chans[k.id] = ch
-		} else {
-			c.chans[k] = ch
+	if ch != nil && !ch.closed.Load() {
+		if !bytes.Equal(ch.ticket, tk) || ch.side != side {
+			// Another ticket with the same ID (a relay would refuse it),
+			// or this client binding both sides of one ticket.
+			return nil, false, fmt.Errorf("relay: channel %016x is already bound by this client, for side %d of its ticket", id, ch.side)
 		}
-		if w != nil {
-			w.created = ch
+		return ch, false, nil
+	}
+	ch = &Channel{c: c, relay: relay, tcp: tc, id: id, side: side, ticket: bytes.Clone(tk), expires: t.ExpiresAt,
+		done: make(chan struct{}), peerReady: make(chan struct{})}
+	if tc != nil {
+		tc.chans[id] = ch
+	} else {
+		c.chans[k] = ch
+	}
+	return ch, true, nil
+}
+
+var errGone = errors.New("relay: channel closed meanwhile")
+
+// start sends ch's ALLOCATE, registered for the answer: w is where it will
+// come, pkt the ALLOCATE to retransmit. It fails with errGone if ch is
+// closed, and if the write fails on a TCP connection; a failed UDP write is
+// retransmitted like a lost one.
+func (c *Client) start(ch *Channel) (w chan error, pkt []byte, err error) {
+	w = ch.register()
+	if w == nil {
+		return nil, nil, errGone
+	}
+	if ch.tcp != nil {
+		pkt = appendAllocate(make([]byte, frameHeader, frameHeader+AllocateSize), ch.side, ch.ticket)
+		binary.BigEndian.PutUint16(pkt, uint16(AllocateSize))
+		if err := ch.tcp.write(pkt); err != nil {
+			ch.unregister(w)
+			return nil, nil, err
+		}
+		return w, pkt, nil
+	}
+	pkt = appendAllocate(make([]byte, 0, AllocateSize), ch.side, ch.ticket)
+	if err := c.writeUDP(pkt, ch.relay); err != nil {
+		c.log.Debug("relay: allocate send failed", "relay", ch.relay, "err", err)
+	}
+	return w, pkt, nil
+}
+
+// await waits for the answer w to ch's ALLOCATE pkt, which start sent.
+// Over UDP it retransmits pkt after 250 ms, doubling up to 2 s; TCP is
+// reliable. It returns nil for an ALLOCATED, the error for an ERROR, or
+// ctx's error.
+func (c *Client) await(ctx context.Context, ch *Channel, w chan error, pkt []byte) error {
+	var timer *time.Timer
+	var retry <-chan time.Time // nil over TCP
+	interval := allocateRetry
+	if ch.tcp == nil {
+		timer = time.NewTimer(interval)
+		defer timer.Stop()
+		retry = timer.C
+	}
+	for {
+		select {
+		case err := <-w:
+			return err
+		case <-retry:
+			if err := c.writeUDP(pkt, ch.relay); err != nil {
+				c.log.Debug("relay: allocate send failed", "relay", ch.relay, "err", err)
+			}
+			interval = min(2*interval, allocateRetryMax)
+			timer.Reset(interval)
+		case <-ctx.Done():
+			return ch.giveUp(w, ctx.Err())
+		case <-c.done:
+			return ch.giveUp(w, net.ErrClosed)
 		}
 	}
-	c.mu.Unlock()
-	ch.update(a)
-	return ch
+}
+
+// giveUp stops waiting on w and returns err, unless the answer came
+// meanwhile.
+func (ch *Channel) giveUp(w chan error, err error) error {
+	ch.unregister(w)
+	select {
+	case aerr := <-w:
+		return aerr
+	default:
+		return err
+	}
 }
 
 // HandlePacket processes a relay packet that arrived on the shared UDP
@@ -480,10 +627,9 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 		fn(ch, body)
 	case TypeAllocated, TypeError:
 		c.mu.RLock()
-		w := c.waits[from]
 		ch := c.chans[chanKey{from, h.channel}]
 		c.mu.RUnlock()
-		c.answer(w, ch, h, body)
+		c.answer(ch, h, body)
 	case TypePong:
 		c.pong(body)
 	default:
@@ -491,32 +637,14 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 	}
 }
 
-// answer passes an ALLOCATED or ERROR to the outstanding ALLOCATE w.
-//
-// An ALLOCATED for a channel we hold (ch) updates it: it answers a refresh
-// of it, or comes late for an earlier ALLOCATE of it (a retransmission's
-// answer), or is the relay saying that the other side bound. It answers w
-// only if w is for the same ticket: under load a late answer for one
-// channel used to be taken for the next ALLOCATE to the same relay, whose
-// ticket often has the same expiry second ("relay: channel lost").
-//
-// An ALLOCATED that answers w creates its channel here, not in w's
-// goroutine (see bind); if w's caller gives up as it comes, the caller
-// closes the channel again (finish).
-func (c *Client) answer(w *allocWait, ch *Channel, h header, body []byte) {
-	if h.typ == TypeAllocated && ch != nil {
-		a, err := parseAllocated(body)
-		if err != nil || a.expires != ch.Expires().Unix() {
-			c.dropped.Add(1)
-			return
-		}
-		ch.update(a)
-		if w != nil && bytes.Equal(w.ticket, ch.ticket) {
-			w.answer(allocResult{ch: ch})
-		}
-		return
-	}
-	if w == nil {
+// answer passes an ALLOCATED or ERROR on ch's channel (nil: one the client
+// does not hold) to ch. An ALLOCATED updates ch, whether it answers an
+// Allocate or Refresh, comes late for a retransmitted ALLOCATE, or is the
+// relay saying that the other side bound; and it answers every caller
+// waiting on ch. So does an ERROR, which changes nothing else: the caller
+// whose ALLOCATE created the channel closes it.
+func (c *Client) answer(ch *Channel, h header, body []byte) {
+	if ch == nil {
 		c.dropped.Add(1)
 		return
 	}
@@ -526,17 +654,16 @@ func (c *Client) answer(w *allocWait, ch *Channel, h header, body []byte) {
 			c.dropped.Add(1)
 			return
 		}
-		w.answer(allocResult{err: &AllocateError{Code: code, Reason: reason}})
+		ch.answer(&AllocateError{Code: code, Reason: reason})
 		return
 	}
 	a, err := parseAllocated(body)
-	if err != nil || h.channel == 0 || a.expires != w.expires {
+	if err != nil || a.expires != ch.expires.Unix() {
 		c.dropped.Add(1)
 		return
 	}
-	if ch := c.bind(chanKey{w.relay, h.channel}, w.tcp, w.side, w.ticket, a, w); ch != nil {
-		w.answer(allocResult{ch: ch})
-	}
+	ch.update(a)
+	ch.answer(nil)
 }
 
 func (c *Client) pong(body []byte) {
@@ -625,13 +752,10 @@ type clientTCP struct {
 	c    *Client
 	conn net.Conn
 	addr string
-	sem  chan struct{} // one ALLOCATE in flight
-	wmu  sync.Mutex    // serialises writes
+	wmu  sync.Mutex // serialises writes
 	dead atomic.Bool
 
-	// Under c.mu:
-	wait  *allocWait
-	chans map[uint64]*Channel
+	chans map[uint64]*Channel // under c.mu
 }
 
 func (t *clientTCP) write(frame []byte) error {
@@ -649,25 +773,44 @@ func (t *clientTCP) write(frame []byte) error {
 }
 
 // AllocateTCP binds side of the ticket's channel on the relay at
-// relayTCPAddr over TCP, for a peer whose UDP is blocked. It dials with dial
-// (nil means a net.Dialer) unless the client already has a live
-// connection to that address, which channels share. DELIVERs for the
-// channel arrive over the connection and surface through the Mux like
-// those over UDP.
+// relayTCPAddr over TCP, for a peer whose UDP is blocked, and returns the
+// channel once the relay has answered. It dials with dial (nil means a
+// net.Dialer) unless the client already has a live connection to that
+// address, which channels share. DELIVERs for the channel arrive over the
+// connection and surface through the Mux like those over UDP.
 func (c *Client) AllocateTCP(ctx context.Context, relayTCPAddr string, dial func(ctx context.Context, network, addr string) (net.Conn, error), side byte, tk []byte) (*Channel, error) {
-	if _, err := checkAllocate(side, tk); err != nil {
-		return nil, err
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultAllocateTimeout)
-		defer cancel()
-	}
-	t, err := c.tcpConn(ctx, relayTCPAddr, dial)
+	t, err := checkAllocate(side, tk)
 	if err != nil {
 		return nil, err
 	}
-	return c.allocateOn(ctx, t, side, tk)
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	tc, err := c.tcpConn(ctx, relayTCPAddr, dial)
+	if err != nil {
+		return nil, err
+	}
+	return c.allocate(ctx, netip.AddrPort{}, tc, side, tk, t)
+}
+
+// AllocateTCPEarly is AllocateTCP without waiting for the relay's answer,
+// as AllocateEarly is Allocate's: it returns once the connection is up (a
+// new one takes a round trip) and the ALLOCATE written. The relay reads a
+// connection in order, so SENDs on the channel follow the ALLOCATE there.
+// If the relay refuses, the connection ends, or ctx ends first
+// (DefaultAllocateTimeout if it has no deadline), the channel closes, and
+// its Err says why.
+func (c *Client) AllocateTCPEarly(ctx context.Context, relayTCPAddr string, dial func(ctx context.Context, network, addr string) (net.Conn, error), side byte, tk []byte) (*Channel, error) {
+	t, err := checkAllocate(side, tk)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := withDefaultTimeout(ctx)
+	tc, err := c.tcpConn(dctx, relayTCPAddr, dial)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	return c.allocateEarly(ctx, netip.AddrPort{}, tc, side, tk, t)
 }
 
 // tcpConn returns the live connection to addr, dialling one if needed.
@@ -689,7 +832,7 @@ func (c *Client) tcpConn(ctx context.Context, addr string, dial func(ctx context
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true) // frames are packets: never wait to coalesce
 	}
-	t = &clientTCP{c: c, conn: conn, addr: addr, sem: make(chan struct{}, 1), chans: make(map[uint64]*Channel)}
+	t = &clientTCP{c: c, conn: conn, addr: addr, chans: make(map[uint64]*Channel)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -712,49 +855,9 @@ func (c *Client) tcpConn(ctx context.Context, addr string, dial func(ctx context
 	return t, nil
 }
 
-// allocateOn sends an ALLOCATE over t and waits for the answer. TCP is
-// reliable, so there is no retransmission.
-func (c *Client) allocateOn(ctx context.Context, t *clientTCP, side byte, tk []byte) (*Channel, error) {
-	tt, err := checkAllocate(side, tk)
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case t.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, ctx.Err())
-	}
-	defer func() { <-t.sem }()
-	w := &allocWait{tcp: t, side: side, ticket: bytes.Clone(tk), expires: tt.ExpiresAt.Unix(), res: make(chan allocResult, 1)}
-	c.mu.Lock()
-	t.wait = w
-	c.mu.Unlock()
-	var ch *Channel
-	defer func() {
-		c.mu.Lock()
-		t.wait = nil
-		c.mu.Unlock()
-		c.finish(w, ch)
-	}()
-	pkt := appendAllocate(make([]byte, frameHeader, frameHeader+AllocateSize), side, tk)
-	binary.BigEndian.PutUint16(pkt, uint16(AllocateSize))
-	if err := t.write(pkt); err != nil {
-		return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, err)
-	}
-	select {
-	case r := <-w.res:
-		if r.err != nil {
-			return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, r.err)
-		}
-		ch = r.ch
-		return ch, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("allocate on relay tcp:%v: %w", t.addr, ctx.Err())
-	}
-}
-
 func (t *clientTCP) readLoop() {
 	c := t.c
+	var err error
 	defer func() {
 		t.dead.Store(true)
 		t.conn.Close()
@@ -762,18 +865,28 @@ func (t *clientTCP) readLoop() {
 		if c.tcps[t.addr] == t {
 			delete(c.tcps, t.addr)
 		}
+		var chans []*Channel
+		for _, ch := range t.chans {
+			chans = append(chans, ch)
+		}
 		c.mu.Unlock()
+		// No answer can come now: fail what waits for one. (A caller
+		// that registers later fails to write, for t is dead.)
+		for _, ch := range chans {
+			ch.answer(fmt.Errorf("%w: TCP connection to the relay ended: %v", ErrChannelClosed, err))
+		}
 	}()
 	r := bufio.NewReaderSize(t.conn, 64<<10)
 	var buf []byte
 	for {
-		pkt, err := readFrame(r, &buf)
+		var pkt []byte
+		pkt, err = readFrame(r, &buf)
 		if err != nil {
 			c.log.Debug("relay: TCP connection ended", "relay", t.addr, "err", err)
 			return
 		}
-		h, body, err := parseHeader(pkt)
-		if err != nil {
+		h, body, perr := parseHeader(pkt)
+		if perr != nil {
 			c.dropped.Add(1)
 			continue
 		}
@@ -790,10 +903,9 @@ func (t *clientTCP) readLoop() {
 			fn(ch, body)
 		case TypeAllocated, TypeError:
 			c.mu.RLock()
-			w := t.wait
 			ch := t.chans[h.channel]
 			c.mu.RUnlock()
-			c.answer(w, ch, h, body)
+			c.answer(ch, h, body)
 		case TypePong:
 			c.pong(body)
 		default:

@@ -2,7 +2,9 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/parley-p2p/parley/directory/ticket"
@@ -40,43 +42,55 @@ func allocateAsync(c *Client, side byte, tk []byte) chan allocOutcome {
 	return out
 }
 
-// TestClientLateAllocated: an ALLOCATED that comes late, for a channel the
-// client already holds, must not be taken for the answer to the next
-// ALLOCATE to the same relay, even when both tickets expire in the same
-// second (the race behind "relay: channel lost" in the lab matrix). It
-// updates the channel it belongs to instead; and an ALLOCATED the relay
-// sends when the other side binds makes PeerReady fire.
-func TestClientLateAllocated(t *testing.T) {
+// TestClientMatchesAnswers: ALLOCATEs to one relay may be outstanding
+// together; each answer goes to the channel its ID names, in any order. An
+// ALLOCATED that comes late, for a channel the client already holds, only
+// updates it (an ALLOCATED the relay sends when the other side binds makes
+// PeerReady fire); one for a channel the client does not hold, or from
+// another address, is dropped; an ERROR fails only its own channel's
+// Allocate.
+func TestClientMatchesAnswers(t *testing.T) {
 	r := newRig(t, nil)
 	conn := &captureConn{keep: true}
 	c := NewClient(conn, nil)
 	tkX := r.ticket(nil)
 	tkY := r.ticket(func(tk *ticket.Ticket) { tk.Budget = 2 << 30 }) // same expiry, other bytes
+	tkZ := r.ticket(func(tk *ticket.Ticket) { tk.Budget = 3 << 30 })
+	idX, idY, idZ := ChannelID(tkX), ChannelID(tkY), ChannelID(tkZ)
 	expires := r.clock.Now().Add(10 * time.Minute).Unix()
 	allocated := func(id uint64, peerBound bool) []byte {
 		return appendAllocated(nil, id, allocatedBody{expires: expires, remaining: 1 << 30, rate: 1 << 20, peerBound: peerBound})
 	}
 
 	x := allocateAsync(c, 0, tkX)
-	waitSent(t, conn, 1)
-	c.HandlePacket(allocated(11, false), addrC)
-	ox := <-x
-	if ox.err != nil || ox.ch.ID() != 11 || ox.ch.PeerBound() {
-		t.Fatalf("allocate X: %v, %+v", ox.err, ox.ch)
-	}
-
 	y := allocateAsync(c, 0, tkY)
-	waitSent(t, conn, 2)
-	c.HandlePacket(allocated(11, false), addrC) // X's retransmission answered late
+	z := allocateAsync(c, 1, tkZ)
+	waitSent(t, conn, 3)
+	c.HandlePacket(allocated(idY^1, false), addrC) // no such channel
+	c.HandlePacket(allocated(idX, false), addrA)   // from another address
+	c.HandlePacket(appendError(nil, idZ, CodeExpired, "expired", 100), addrC)
+	c.HandlePacket(allocated(idY, false), addrC)
+	oy := <-y
+	if oy.err != nil || oy.ch.ID() != idY {
+		t.Fatalf("allocate Y: %v, %+v", oy.err, oy.ch)
+	}
+	oz := <-z
+	var ae *AllocateError
+	if !errors.As(oz.err, &ae) || ae.Code != CodeExpired {
+		t.Fatalf("allocate Z = %v, want the relay's ERROR", oz.err)
+	}
 	select {
-	case oy := <-y:
-		t.Fatalf("allocate Y took X's late answer: channel %d, %v", oy.ch.ID(), oy.err)
+	case ox := <-x:
+		t.Fatalf("allocate X took another's answer: %v, %v", ox.ch, ox.err)
 	default:
 	}
-	c.HandlePacket(allocated(22, false), addrC)
-	oy := <-y
-	if oy.err != nil || oy.ch.ID() != 22 || oy.ch == ox.ch {
-		t.Fatalf("allocate Y: %v, channel %d", oy.err, oy.ch.ID())
+	c.HandlePacket(allocated(idX, false), addrC)
+	ox := <-x
+	if ox.err != nil || ox.ch.ID() != idX || ox.ch == oy.ch || ox.ch.PeerBound() {
+		t.Fatalf("allocate X: %v, %+v", ox.err, ox.ch)
+	}
+	if d := c.Dropped(); d != 2 {
+		t.Errorf("dropped %d answers, want 2", d)
 	}
 
 	// The relay says X's peer bound.
@@ -85,7 +99,7 @@ func TestClientLateAllocated(t *testing.T) {
 		t.Fatal("PeerReady before the peer bound")
 	default:
 	}
-	c.HandlePacket(allocated(11, true), addrC)
+	c.HandlePacket(allocated(idX, true), addrC)
 	select {
 	case <-ox.ch.PeerReady():
 	case <-time.After(5 * time.Second):
@@ -95,7 +109,7 @@ func TestClientLateAllocated(t *testing.T) {
 		t.Fatalf("peer bound: X %v, Y %v; want true, false", ox.ch.PeerBound(), oy.ch.PeerBound())
 	}
 	// A stale answer saying otherwise does not unbind it.
-	c.HandlePacket(allocated(11, false), addrC)
+	c.HandlePacket(allocated(idX, false), addrC)
 	if !ox.ch.PeerBound() {
 		t.Fatal("a stale ALLOCATED cleared PeerBound")
 	}
@@ -111,21 +125,22 @@ func TestClientAnswerThenNotice(t *testing.T) {
 	conn := &captureConn{keep: true}
 	c := NewClient(conn, nil)
 	tk := r.ticket(nil)
+	id := ChannelID(tk)
 	body := allocatedBody{expires: r.clock.Now().Add(10 * time.Minute).Unix(), remaining: 1 << 30, rate: 1 << 20}
 	for range 20 {
 		out := allocateAsync(c, 0, tk)
 		waitSent(t, conn, 1)
 		conn.take()
-		c.HandlePacket(appendAllocated(nil, 11, body), addrC)
+		c.HandlePacket(appendAllocated(nil, id, body), addrC)
 		notice := body
 		notice.peerBound = true
-		c.HandlePacket(appendAllocated(nil, 11, notice), addrC)
+		c.HandlePacket(appendAllocated(nil, id, notice), addrC)
 		o := <-out
 		if o.err != nil {
 			t.Fatal(o.err)
 		}
-		if o.ch.ID() != 11 || !o.ch.PeerBound() {
-			t.Fatalf("channel %d, peer bound %v; want 11, true", o.ch.ID(), o.ch.PeerBound())
+		if o.ch.ID() != id || !o.ch.PeerBound() {
+			t.Fatalf("channel %x, peer bound %v; want %x, true", o.ch.ID(), o.ch.PeerBound(), id)
 		}
 		o.ch.Close()
 	}
@@ -134,26 +149,53 @@ func TestClientAnswerThenNotice(t *testing.T) {
 	}
 }
 
-// TestClientAllocateGivesUp: an answer that creates a channel as its
-// Allocate call gives up does not leave the channel behind.
+// TestClientAllocateGivesUp: an Allocate that gives up closes the channel
+// it created, with the reason, and its late answer is dropped; one that
+// refreshes a channel the client holds leaves it open.
 func TestClientAllocateGivesUp(t *testing.T) {
-	r := newRig(t, nil)
-	c := NewClient(&captureConn{}, nil)
-	tk := r.ticket(nil)
-	body := allocatedBody{expires: r.clock.Now().Add(10 * time.Minute).Unix()}
-	w := &allocWait{relay: addrC, ticket: tk, expires: body.expires, res: make(chan allocResult, 1)}
-	ch := c.bind(chanKey{addrC, 11}, nil, 0, tk, body, w)
-	c.finish(w, nil) // the caller returned an error
-	if !ch.closed.Load() || c.chans[chanKey{addrC, 11}] != nil {
-		t.Fatal("the channel outlived the Allocate that gave up")
-	}
-	if c.bind(chanKey{addrC, 12}, nil, 0, tk, body, w) != nil {
-		t.Fatal("an answer after the caller returned created a channel")
-	}
-	w2 := &allocWait{relay: addrC, ticket: tk, expires: body.expires, res: make(chan allocResult, 1)}
-	ch2 := c.bind(chanKey{addrC, 13}, nil, 0, tk, body, w2)
-	c.finish(w2, ch2) // the caller returned it
-	if ch2.closed.Load() {
-		t.Fatal("the channel Allocate returned was closed")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, nil)
+		conn := &captureConn{keep: true}
+		c := NewClient(conn, nil)
+		defer c.Close()
+		tk := r.ticket(nil)
+		id := ChannelID(tk)
+		body := allocatedBody{expires: r.clock.Now().Add(10 * time.Minute).Unix()}
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := c.Allocate(ctx, addrC, 0, tk); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Allocate = %v, want the deadline", err)
+		}
+		if len(c.chans) != 0 {
+			t.Fatal("the channel outlived the Allocate that gave up")
+		}
+		c.HandlePacket(appendAllocated(nil, id, body), addrC)
+		if c.Dropped() != 1 || len(c.chans) != 0 {
+			t.Fatal("an answer after the caller returned created a channel")
+		}
+
+		out := allocateAsync(c, 0, tk)
+		synctest.Wait()
+		c.HandlePacket(appendAllocated(nil, id, body), addrC)
+		o := <-out
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		// A refresh the relay refuses, and one it does not answer.
+		out = allocateAsync(c, 0, tk)
+		synctest.Wait()
+		c.HandlePacket(appendError(nil, id, CodeExpired, "expired", 100), addrC)
+		if o2 := <-out; o2.err == nil {
+			t.Fatal("a refused Allocate succeeded")
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := o.ch.Refresh(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Refresh = %v, want the deadline", err)
+		}
+		if o.ch.Err() != nil || o.ch.Send([]byte{1}) != nil {
+			t.Fatalf("a failed refresh closed the channel: %v", o.ch.Err())
+		}
+	})
 }

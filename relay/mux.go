@@ -118,8 +118,9 @@ func (m *Mux) ServeRelay(s *Server) {
 // VirtualAddr returns the address under which ch's packets appear: an
 // address in VirtualPrefix whose last 8 bytes are the channel ID, port
 // derived from the ID. Bytes 6–7 tell apart channels with the same ID on
-// different relays (a relay chooses IDs, so a hostile one could copy
-// another's). The address stays the same as long as ch is open.
+// different relay addresses (one ticket allocated at a relay's IPv4 and
+// IPv6 addresses has one ID). The address stays the same as long as ch is
+// open; a channel has it from the moment AllocateEarly returns it.
 func (m *Mux) VirtualAddr(ch *Channel) netip.AddrPort {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -148,8 +149,13 @@ func (m *Mux) addrLocked(ch *Channel) netip.AddrPort {
 			break
 		}
 	}
-	m.byAddr[a] = ch
-	m.addrOf[ch] = a
+	// Close sets closed before it calls forget, which waits for m.mu: a
+	// channel open now is forgotten later; a closed one may have been
+	// forgotten already, and must not come back.
+	if !ch.closed.Load() {
+		m.byAddr[a] = ch
+		m.addrOf[ch] = a
+	}
 	return a
 }
 
@@ -253,6 +259,10 @@ func toServer(b []byte) bool {
 // goroutine, or a TCP connection's).
 func (m *Mux) deliver(ch *Channel, b []byte) {
 	m.mu.Lock()
+	if ch.closed.Load() { // closed since the Client found it (see addrLocked)
+		m.mu.Unlock()
+		return
+	}
 	a := m.addrLocked(ch)
 	m.mu.Unlock()
 	m.push(b, a)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/parley-p2p/parley/directory/ticket"
 )
 
 func TestMuxDemultiplexes(t *testing.T) {
@@ -84,9 +86,14 @@ func TestMuxVirtualAddresses(t *testing.T) {
 	m := NewMux(pc, c)
 	defer m.Close()
 	r1, r2 := netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2")
-	// Two relays chose the same channel ID.
-	ch1 := c.bind(chanKey{r1, 0xabcdef}, nil, 0, testTicket(), allocatedBody{}, nil)
-	ch2 := c.bind(chanKey{r2, 0xabcdef}, nil, 0, testTicket(), allocatedBody{}, nil)
+	// One ticket allocated at two addresses of one relay: one channel ID.
+	tk := testTicket()
+	tt, _ := ticket.Parse(tk)
+	ch1, _, err1 := c.open(r1, nil, 0, tk, tt)
+	ch2, _, err2 := c.open(r2, nil, 0, tk, tt)
+	if err1 != nil || err2 != nil || ch1.ID() != ch2.ID() {
+		t.Fatal(err1, err2)
+	}
 	a1, a2 := m.VirtualAddr(ch1), m.VirtualAddr(ch2)
 	if a1 == a2 {
 		t.Fatalf("two channels share the virtual address %v", a1)
