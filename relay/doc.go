@@ -7,10 +7,16 @@
 // sends to the other, blindly: the packets are Parley packets sealed end to
 // end, and the relay has no keys. It enforces the ticket's expiry, byte
 // budget and rate, and answers nothing per forwarded packet, so it cannot be
-// used to amplify traffic. A side may send as soon as it has bound: until
-// the other side binds, the relay holds a few packets for it (hold.go), so
-// that a dialling peer's handshake does not wait a round trip through the
-// relay.
+// used to amplify traffic.
+//
+// A channel's ID is derived from its ticket (ChannelID), so a peer knows it
+// before the relay answers, and a side may send right behind its ALLOCATE:
+// the relay handles one peer's packets in order, so the SENDs find the
+// side bound, and until the other side binds, the relay holds a few packets
+// for it (hold.go). A dialling peer's handshake thus waits neither for its
+// own ALLOCATED nor for the other side (AllocateEarly). The ID is no secret,
+// and need not be: the relay takes a SEND only from a bound side's address
+// or TCP connection.
 //
 // Relay packets share a peer's single UDP socket with Parley packets (first
 // byte 0xC1) and STUN (0x00, 0x01): they start with 0xD1. The layouts are in
@@ -23,8 +29,10 @@
 //   - Server is the supernode side. It does not read the socket: the
 //     supernode's demultiplexer hands it every 0xD1 packet (HandlePacket),
 //     and it writes on the shared socket. ServeTCP serves the TCP fallback.
-//   - Client allocates channels (Allocate, AllocateTCP), measures RTTs to
-//     supernodes (Ping) and sends on channels (Channel.Send).
+//   - Client allocates channels (Allocate, AllocateTCP, which wait for the
+//     relay's answer; AllocateEarly, AllocateTCPEarly, which do not),
+//     measures RTTs to supernodes (Ping) and sends on channels
+//     (Channel.Send).
 //   - Mux is the net.PacketConn the transport runs on. It reads the real
 //     socket, hands relay and STUN packets to their handlers, and presents
 //     each relay channel as a virtual address (in fd00:7061:726c::/48), so
