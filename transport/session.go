@@ -166,6 +166,8 @@ type Session struct {
 	datagramsOut   [][]byte
 	nextStreamN    uint64 // streams we opened so far
 	peerMaxStreams uint64 // how many streams the peer lets us open
+	peerStreamData uint64 // the peer's initial credit for a stream we open
+	peerDatagrams  int    // the peer's max datagram payload; -1 before the handshake
 	streamCredit   chan struct{}
 	acceptQ        []*Stream
 	acceptCh       chan struct{}
@@ -425,6 +427,8 @@ func newSession(ep *Endpoint, initiator bool, localCID wire.ConnID, remote Publi
 		s.peerMaxStreams = EarlyMaxStreams
 		s.peerMaxData = EarlyMaxData
 		s.peerParams.InitialMaxStreamData = EarlyMaxData
+		s.peerStreamData = EarlyMaxData
+		s.peerDatagrams = -1
 	}
 	s.log = cfg.Logger.With("session", localCID.String()[:8], "peer", remote.Short())
 	s.remoteAddr.Store(s.cur.udpAddr)
@@ -477,6 +481,8 @@ func (s *Session) applyPeerParams(p wire.HandshakeParams) {
 	}
 	s.mu.Lock()
 	s.peerMaxStreams = uint64(p.MaxStreams)
+	s.peerStreamData = p.InitialMaxStreamData
+	s.peerDatagrams = int(p.MaxDatagramSize)
 	s.mu.Unlock()
 	wake(s.streamCredit)
 }
@@ -605,7 +611,7 @@ func (s *Session) OpenStream(ctx context.Context) (*Stream, error) {
 				id++
 			}
 			s.nextStreamN++
-			st := newStream(s, id, s.peerParams.InitialMaxStreamData, uint64(s.cfg.StreamWindow))
+			st := newStream(s, id, s.peerStreamData, uint64(s.cfg.StreamWindow))
 			s.streams[id] = st
 			s.mu.Unlock()
 			return st, nil
@@ -649,11 +655,14 @@ func (s *Session) AcceptStream(ctx context.Context) (*Stream, error) {
 // SendDatagram sends b as one unreliable, encrypted datagram. It never
 // blocks: when the queue is full the oldest queued datagram is dropped.
 func (s *Session) SendDatagram(b []byte) error {
-	if s.peerParams.MaxDatagramSize == 0 && s.state != stateHandshaking {
+	s.mu.Lock()
+	peerMax := s.peerDatagrams
+	s.mu.Unlock()
+	if peerMax == 0 {
 		return errors.New("transport: peer does not accept datagrams")
 	}
 	room := s.cfg.MaxPacketSize - wire.DataHeaderLen - aead.Overhead - 1 - wire.VarintLen(uint64(len(b))) - 1
-	if len(b) > room || (s.peerParams.MaxDatagramSize > 0 && len(b) > int(s.peerParams.MaxDatagramSize)) {
+	if len(b) > room || (peerMax > 0 && len(b) > peerMax) {
 		return ErrDatagramTooLarge
 	}
 	d := append([]byte(nil), b...)
