@@ -54,18 +54,32 @@ func pattern(n int, seed byte) []byte {
 	return b
 }
 
+// checkDirect waits until d's session with username is direct (the first
+// message may go relayed while the punch runs) and returns its status.
 func checkDirect(t *testing.T, d *daemon, username string) node.ContactStatus {
 	t.Helper()
-	for _, c := range d.Status().Contacts {
-		if c.Username == username {
-			if c.Path != "direct" || c.RTT <= 0 || c.Remote == "" {
-				t.Fatalf("status of %s: %+v, want direct with an RTT", username, c)
+	var cs node.ContactStatus
+	found := false
+	direct := func() bool {
+		for _, c := range d.Status().Contacts {
+			if c.Username == username {
+				cs, found = c, true
+				return c.Path == "direct" && c.RTT > 0 && c.Remote != ""
 			}
-			return c
 		}
+		return false
 	}
-	t.Fatalf("no status for %s", username)
-	return node.ContactStatus{}
+	deadline := time.Now().Add(10 * time.Second)
+	for !direct() {
+		if time.Now().After(deadline) {
+			if !found {
+				t.Fatalf("no status for %s", username)
+			}
+			t.Fatalf("status of %s: %+v, want direct with an RTT", username, cs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cs
 }
 
 func TestConnectPublicToNAT(t *testing.T) {

@@ -503,10 +503,11 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 	dc, up := n.dc, n.serverUp
 	cached := parseCandidates([]string{p.lastDirect}, p.endpoints)
 	n.mu.Unlock()
+	handedOff := false // the answer is awaited by upgradeOnAnswer
 	defer func() {
-		n.mu.Lock()
-		delete(p.answers, id)
-		n.mu.Unlock()
+		if !handedOff {
+			n.forgetAnswers(p, id)
+		}
 	}()
 	var remote []netip.AddrPort
 	var peerRTTs []client.RTT
@@ -529,13 +530,35 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 		octx, cancel := context.WithTimeout(ctx, n.cfg.punchTimeout())
 		err := dc.SendOffer(octx, client.Offer{To: client.Key(p.key), Kind: "offer", Session: id,
 			Candidates: addrStrings(cands), RTTs: rtts, NAT: nat})
-		if err == nil {
+	wait:
+		for err == nil {
 			select {
 			case ev := <-ans:
 				remote, signalled = parseCandidates(ev.Candidates), true
 				peerRTTs = ev.RTTs
 				n.notePeerNAT(p, ev.NAT)
+				break wait
+			case r := <-early:
+				// The relay is ready before the answer: the session
+				// opens there now, and moves onto a direct path when
+				// the answer has come and a probe is answered.
+				early = nil
+				if r.err != nil {
+					continue
+				}
+				s, err := n.ep.DialEarly(r.addr, p.key)
+				if err != nil {
+					continue
+				}
+				s = n.addSession(p, s, n.pub)
+				n.setWhy(p, n.relayedWhy(cached, nil))
+				deadline, _ := octx.Deadline()
+				handedOff = true
+				n.goroutine(func(nctx context.Context) { n.upgradeOnAnswer(nctx, p, s, id, ans, cached, deadline) })
+				cancel()
+				return s, nil
 			case <-octx.Done():
+				break wait
 			}
 		}
 		cancel()
@@ -578,6 +601,60 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 		early = nil
 	}
 	return n.establish(ctx, p, remote, true, id, opt, early)
+}
+
+// forgetAnswers stops routing answers for offer session id to p.
+func (n *Node) forgetAnswers(p *peer, id string) {
+	n.mu.Lock()
+	delete(p.answers, id)
+	n.mu.Unlock()
+}
+
+// upgradeOnAnswer finishes connect for a session that opened over the relay
+// before the answer to our offer arrived: it waits for the answer (until
+// deadline), punches towards the candidates it brings (and the cached
+// ones), and moves s onto the direct path when a probe is answered.
+func (n *Node) upgradeOnAnswer(ctx context.Context, p *peer, s *transport.Session, id string, ans <-chan client.Event, cached []netip.AddrPort, deadline time.Time) {
+	defer n.forgetAnswers(p, id)
+	actx, cancel := context.WithDeadline(ctx, deadline)
+	var remote []netip.AddrPort
+	select {
+	case ev := <-ans:
+		remote = parseCandidates(ev.Candidates)
+		n.mu.Lock()
+		p.peerRTTs = ev.RTTs
+		n.mu.Unlock()
+		n.notePeerNAT(p, ev.NAT)
+	case <-actx.Done():
+	case <-s.Done():
+	}
+	cancel()
+	if s.Err() != nil || ctx.Err() != nil {
+		return
+	}
+	remote = parseCandidates(addrStrings(remote), addrStrings(cached))
+	if n.cfg.RelayOnly || len(remote) == 0 {
+		n.setWhy(p, n.relayedWhy(remote, nil))
+		return
+	}
+	n.mu.Lock()
+	dc := n.dc
+	opt := punchOpts{openTTLs: n.openTTLsLocked(false)}
+	n.mu.Unlock()
+	if dc != nil {
+		opt.opened = n.sayOpened(dc, p, id)
+	}
+	n.addSweep(&opt, p, remote)
+	bctx, bcancel := context.WithTimeout(ctx, opt.timeout(n.cfg.punchTimeout()))
+	addr, _, err := n.punch(bctx, p, remote, opt)
+	bcancel()
+	r := pathResult{addr: addr}
+	if err != nil {
+		r.err = fmt.Errorf("none of %d candidates answered probes", len(remote))
+	}
+	res := make(chan pathResult, 1)
+	res <- r
+	n.upgradeWhenPunched(ctx, p, s, res)
 }
 
 // startRelay sets up a relay channel to p for session on its own

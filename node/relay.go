@@ -152,13 +152,14 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 	if err != nil {
 		addr, _ = netip.ParseAddrPort(sn.Addr)
 	}
-	ch, err := n.allocate(ctx, addr, sn.TCPPort, 0, tk) // we requested the ticket: device A
+	// We need not wait for the relay's answer, nor for the peer to bind
+	// its side: the relay takes SENDs right behind our ALLOCATE and holds
+	// them until the peer binds (docs/protocol.md §6.2, §6.3), so the
+	// initiation and its early data are there the moment the peer binds.
+	ch, err := n.allocateEarly(addr, sn.TCPPort, 0, tk) // we requested the ticket: device A
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	// No need to wait for the peer to bind its side: the relay holds what
-	// we send until it does (docs/protocol.md §6.3), so the initiation and
-	// its early data are there the moment the peer binds.
 	return n.mux.VirtualAddr(ch), nil
 }
 
@@ -166,6 +167,10 @@ func (n *Node) relayPath(ctx context.Context, p *peer, sn cachedSupernode, sessi
 // our UDP socket, or, when our UDP is blocked, over TCP to tcpPort (the
 // port the relay announced; if none, Config.RelayTCP's or 443).
 func (n *Node) allocate(ctx context.Context, addr netip.AddrPort, tcpPort int, side byte, tk []byte) (*relay.Channel, error) {
+	return n.allocateWith(ctx, addr, tcpPort, side, tk, false)
+}
+
+func (n *Node) allocateWith(ctx context.Context, addr netip.AddrPort, tcpPort int, side byte, tk []byte, early bool) (*relay.Channel, error) {
 	n.mu.Lock()
 	blocked := n.udpBlocked
 	n.mu.Unlock()
@@ -175,13 +180,41 @@ func (n *Node) allocate(ctx context.Context, addr netip.AddrPort, tcpPort int, s
 			port = strconv.Itoa(tcpPort)
 		}
 		taddr := net.JoinHostPort(addr.Addr().String(), port)
-		ch, err := n.rc.AllocateTCP(ctx, taddr, dial, side, tk)
+		allocate := n.rc.AllocateTCP
+		if early {
+			allocate = n.rc.AllocateTCPEarly
+		}
+		ch, err := allocate(ctx, taddr, dial, side, tk)
 		if err != nil {
 			return nil, fmt.Errorf("allocate over TCP at %s: %w", taddr, err)
 		}
 		return ch, nil
 	}
+	if early {
+		return n.rc.AllocateEarly(ctx, addr, side, tk)
+	}
 	return n.rc.Allocate(ctx, addr, side, tk)
+}
+
+// allocateEarly is allocate that returns as soon as the ALLOCATE is sent
+// (relay.Client.AllocateEarly): the channel can carry packets at once, and
+// closes if the relay refuses or does not answer within the punch timeout.
+func (n *Node) allocateEarly(addr netip.AddrPort, tcpPort int, side byte, tk []byte) (*relay.Channel, error) {
+	// The context bounds the allocation, which outlives this call.
+	actx, cancel := context.WithTimeout(n.ctx, n.cfg.punchTimeout())
+	ch, err := n.allocateWith(actx, addr, tcpPort, side, tk, true)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() {
+		select {
+		case <-ch.Done():
+		case <-actx.Done():
+		}
+		cancel()
+	}()
+	return ch, nil
 }
 
 // bindRelay allocates our side (device B) of a relay channel a peer
