@@ -42,16 +42,16 @@ func TestSyncConnectTimes(t *testing.T) {
 		{name: "symmetric–symmetric (relayed)", a: sym, b: sym},
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "| pair | dialer | first message read by bob | its echo back | path then | direct after |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&table, "| pair | smaller key | first message read by bob | its echo back | path then | direct after |\n|---|---|---|---|---|---|\n")
 	for _, sc := range scenarios {
-		// The smaller key dials (docs/protocol.md §8.1); both orders.
-		for _, dialer := range []string{"alice", "bob"} {
-			t.Run(sc.name+"/"+dialer+" dials", func(t *testing.T) {
+		// Both orders of the keys, which used to decide who dials.
+		for _, smaller := range []string{"alice", "bob"} {
+			t.Run(sc.name+"/"+smaller+" smaller", func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
 					wd := newSyncWorld(t, syncWorldConfig{Link: wanLink, ServerDelay: 12500 * time.Microsecond})
 					dir := t.TempDir()
 					small, large := orderedKeys(t)
-					if dialer == "alice" {
+					if smaller == "alice" {
 						writeIdentity(t, filepath.Join(dir, "alice"), small)
 						writeIdentity(t, filepath.Join(dir, "bob"), large)
 					} else {
@@ -111,7 +111,7 @@ func TestSyncConnectTimes(t *testing.T) {
 					if direct >= 0 {
 						ds = direct.String()
 					}
-					fmt.Fprintf(&table, "| %s | %s | %v | %v | %s | %s |\n", sc.name, dialer, read, echoed, pathThen, ds)
+					fmt.Fprintf(&table, "| %s | %s | %v | %v | %s | %s |\n", sc.name, smaller, read, echoed, pathThen, ds)
 					t.Logf("%s || %s", contactStatus(a, "bob"), contactStatus(b, "alice"))
 					if sc.direct && direct < 0 {
 						t.Errorf("%s: not direct after 10 s", sc.name)
