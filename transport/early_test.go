@@ -180,97 +180,56 @@ func TestEarlyDataAheadOfInitiation(t *testing.T) {
 // its early data and sends them again gets no session, and the early data
 // reaches no application.
 func TestEarlyDataReplayRefused(t *testing.T) {
-	var mu sync.Mutex
-	var recorded [][]byte
-	srv, cli := udp(t), udp(t)
-	ln, err := Listen(srv, newKey(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ep := NewEndpoint(&hookConn{PacketConn: cli, write: func(pc net.PacketConn, b []byte, addr net.Addr) (int, error) {
-		if t := wire.PacketType(b[1]); t == wire.TypeInitiation || t == wire.TypeEarlyData {
-			mu.Lock()
-			recorded = append(recorded, append([]byte(nil), b...))
-			mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		var recorded [][]byte
+		var raw net.PacketConn // alice's socket, under the hook
+		ep, ln := earlyWorld(t, func(pc net.PacketConn, b []byte, addr net.Addr) (int, error) {
+			raw = pc
+			if t := wire.PacketType(b[1]); t == wire.TypeInitiation || t == wire.TypeEarlyData {
+				recorded = append(recorded, append([]byte(nil), b...))
+			}
+			return pc.WriteTo(b, addr)
+		})
+		_, _, _, server := earlyExchange(t, ep, ln, "pay alice 10")
+		// A second on, the listener has heard alice's data packets: its
+		// session is confirmed, and an initiation with the same ephemeral
+		// key is no retransmission but a replay.
+		time.Sleep(time.Second)
+		synctest.Wait()
+		early := 0
+		for _, b := range recorded {
+			if wire.PacketType(b[1]) == wire.TypeEarlyData {
+				early++
+			}
 		}
-		return pc.WriteTo(b, addr)
-	}}, newKey(t), nil)
-	defer ep.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	client, err := ep.DialEarly(srv.LocalAddr().(*net.UDPAddr).AddrPort(), ln.Endpoint().PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := client.OpenStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Write([]byte("pay alice 10"))
-	st.CloseWrite()
-	server, err := ln.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sst, err := server.AcceptStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := io.ReadAll(sst); err != nil || string(b) != "pay alice 10" {
-		t.Fatalf("read %q, %v", b, err)
-	}
-	// Once the listener has heard a data packet its session is confirmed:
-	// an initiation with the same ephemeral key is no retransmission.
-	for server.Stats().PacketsReceived == server.Stats().EarlyPacketsReceived {
-		select {
-		case <-ctx.Done():
-			t.Fatal("no data packet after the early data")
-		case <-time.After(time.Millisecond):
+		if early == 0 || wire.PacketType(recorded[0][1]) != wire.TypeInitiation {
+			t.Fatalf("recorded %d packets, %d early; want the initiation and early data", len(recorded), early)
 		}
-	}
-	mu.Lock()
-	replay := recorded
-	mu.Unlock()
-	early := 0
-	for _, b := range replay {
-		if wire.PacketType(b[1]) == wire.TypeEarlyData {
-			early++
-		}
-	}
-	if early == 0 || wire.PacketType(replay[0][1]) != wire.TypeInitiation {
-		t.Fatalf("recorded %d packets, %d early; want the initiation and early data", len(replay), early)
-	}
 
-	before := ln.Endpoint().Stats()
-	attacker := udp(t)
-	for _, b := range replay {
-		if _, err := attacker.WriteTo(b, srv.LocalAddr()); err != nil {
-			t.Fatal(err)
+		e := ln.Endpoint()
+		before := e.Stats()
+		for _, b := range recorded {
+			if _, err := raw.WriteTo(b, ln.Addr()); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	for {
-		s := ln.Endpoint().Stats()
-		if s.Received >= before.Received+uint64(len(replay)) && s.DroppedReplay > before.DroppedReplay {
-			break
+		time.Sleep(time.Second) // virtual: far beyond the 25 ms the replay takes
+		synctest.Wait()
+		after := e.Stats()
+		if after.Received < before.Received+uint64(len(recorded)) || after.DroppedReplay == before.DroppedReplay {
+			t.Fatalf("replay not refused: stats %+v, before %+v", after, before)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("replay not refused: stats %+v, before %+v", s, before)
-		case <-time.After(time.Millisecond):
+		e.mu.Lock()
+		queued, parked := len(e.acceptQ), len(e.parked)
+		e.mu.Unlock()
+		if queued != 0 {
+			t.Errorf("%d sessions accepted from the replay", queued)
 		}
-	}
-	e := ln.Endpoint()
-	e.mu.Lock()
-	queued, parked := len(e.acceptQ), len(e.parked)
-	e.mu.Unlock()
-	if queued != 0 {
-		t.Errorf("%d sessions accepted from the replay", queued)
-	}
-	if parked == 0 {
-		t.Error("the replayed early data was not held back (parked) but went somewhere")
-	}
-	if n := server.Stats().EarlyPacketsReceived; n != uint64(early) {
-		t.Errorf("the first session took in %d early packets; want the %d of the dial only", n, early)
-	}
+		if parked == 0 {
+			t.Error("the replayed early data was not held back (parked) but went somewhere")
+		}
+		if n := server.Stats().EarlyPacketsReceived; n != uint64(early) {
+			t.Errorf("the first session took in %d early packets; want the %d of the dial only", n, early)
+		}
+	})
 }
