@@ -35,37 +35,57 @@ func forwarder(t *testing.T, pc net.PacketConn, a, b netip.AddrPort) *atomic.Uin
 	return &n
 }
 
+// relayedPair builds alice, bob and a forwarding "relay" host on natlab
+// (alice's and bob's links l, the relay's one-way delay relayDelay), has
+// alice dial bob through the relay, and returns both sessions, both
+// addresses and the relay's socket.
+type relayedPair struct {
+	client, server *Session
+	aAddr, bAddr   netip.AddrPort
+	relay          net.PacketConn
+	forwarded      *atomic.Uint64
+}
+
+func newRelayedPair(t *testing.T, seed uint64, l natlab.Link, relayDelay time.Duration) *relayedPair {
+	t.Helper()
+	w := natlab.New(natlab.Config{Seed: seed})
+	t.Cleanup(func() { w.Close() })
+	inet := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
+	alice := w.NewHost("alice", inet, l)
+	bob := w.NewHost("bob", inet, l)
+	relayHost := w.NewHost("relay", inet, natlab.Link{Delay: relayDelay})
+	ctx := context.Background()
+	pcA, _ := alice.ListenPacket(ctx, "udp4", ":4000")
+	pcB, _ := bob.ListenPacket(ctx, "udp4", ":5000")
+	pcR, _ := relayHost.ListenPacket(ctx, "udp4", ":6000")
+	rp := &relayedPair{
+		aAddr: pcA.LocalAddr().(*net.UDPAddr).AddrPort(),
+		bAddr: pcB.LocalAddr().(*net.UDPAddr).AddrPort(),
+		relay: pcR,
+	}
+	rp.forwarded = forwarder(t, pcR, rp.aAddr, rp.bAddr)
+	bobKey := newKey(t)
+	ln, _ := Listen(pcB, bobKey, nil)
+	t.Cleanup(func() { ln.Close() })
+	// Alice reaches bob only through the relay at first.
+	var err error
+	rp.client, err = Dial(ctx, pcA, pcR.LocalAddr(), bobKey.Public(), &Config{PrivateKey: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rp.client.Close(); <-rp.client.Done() })
+	if rp.server, err = ln.Accept(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return rp
+}
+
 func TestMovePathRelayToDirectMidTransfer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		w := natlab.New(natlab.Config{Seed: 11})
-		t.Cleanup(func() { w.Close() })
-		inet := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
-		link := natlab.Link{Delay: 10 * time.Millisecond, Rate: 100e6, Loss: 0.005}
-		alice := w.NewHost("alice", inet, link)
-		bob := w.NewHost("bob", inet, link)
-		relayHost := w.NewHost("relay", inet, natlab.Link{Delay: 30 * time.Millisecond})
+		rp := newRelayedPair(t, 11, natlab.Link{Delay: 10 * time.Millisecond, Rate: 100e6, Loss: 0.005}, 30*time.Millisecond)
+		client, server, aAddr, bAddr := rp.client, rp.server, rp.aAddr, rp.bAddr
 		ctx := context.Background()
-		pcA, _ := alice.ListenPacket(ctx, "udp4", ":4000")
-		pcB, _ := bob.ListenPacket(ctx, "udp4", ":5000")
-		pcR, _ := relayHost.ListenPacket(ctx, "udp4", ":6000")
-		aAddr := pcA.LocalAddr().(*net.UDPAddr).AddrPort()
-		bAddr := pcB.LocalAddr().(*net.UDPAddr).AddrPort()
-		forwarded := forwarder(t, pcR, aAddr, bAddr)
-
-		bobKey := newKey(t)
-		ln, _ := Listen(pcB, bobKey, nil)
-		t.Cleanup(func() { ln.Close() })
-		// Alice reaches bob only through the relay at first.
-		client, err := Dial(ctx, pcA, pcR.LocalAddr(), bobKey.Public(), &Config{PrivateKey: newKey(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { client.Close(); <-client.Done() })
-		server, err := ln.Accept(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := server.CurrentPath().Remote; got != pcR.LocalAddr().(*net.UDPAddr).AddrPort() {
+		if got := server.CurrentPath().Remote; got != rp.relay.LocalAddr().(*net.UDPAddr).AddrPort() {
 			t.Fatalf("bob sees alice at %v, want the relay", got)
 		}
 		var moved atomic.Bool
@@ -77,7 +97,7 @@ func TestMovePathRelayToDirectMidTransfer(t *testing.T) {
 						return
 					}
 					// The relay may now die: the session must not notice.
-					pcR.Close()
+					rp.relay.Close()
 				}()
 			}
 		})
@@ -87,10 +107,10 @@ func TestMovePathRelayToDirectMidTransfer(t *testing.T) {
 		if got := server.CurrentPath().Remote; got != aAddr {
 			t.Fatalf("bob still sends to %v, want alice directly at %v", got, aAddr)
 		}
-		if forwarded.Load() == 0 {
+		if rp.forwarded.Load() == 0 {
 			t.Fatal("nothing went through the relay")
 		}
-		t.Logf("relay forwarded %d packets before the move", forwarded.Load())
+		t.Logf("relay forwarded %d packets before the move", rp.forwarded.Load())
 
 		// Moving to an address where nobody answers fails and changes nothing.
 		dead := netip.MustParseAddrPort("203.0.113.250:9")
@@ -108,34 +128,11 @@ func TestMovePathRelayToDirectMidTransfer(t *testing.T) {
 // round trip on PATH_CHALLENGE); the session keeps working across it.
 func TestUsePathSkipsValidation(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		w := natlab.New(natlab.Config{Seed: 12})
-		t.Cleanup(func() { w.Close() })
-		inet := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
-		link := natlab.Link{Delay: 10 * time.Millisecond} // 20 ms one way, alice to bob
-		alice := w.NewHost("alice", inet, link)
-		bob := w.NewHost("bob", inet, link)
-		relayHost := w.NewHost("relay", inet, natlab.Link{Delay: 30 * time.Millisecond})
-		ctx := context.Background()
-		pcA, _ := alice.ListenPacket(ctx, "udp4", ":4000")
-		pcB, _ := bob.ListenPacket(ctx, "udp4", ":5000")
-		pcR, _ := relayHost.ListenPacket(ctx, "udp4", ":6000")
-		aAddr := pcA.LocalAddr().(*net.UDPAddr).AddrPort()
-		bAddr := pcB.LocalAddr().(*net.UDPAddr).AddrPort()
-		forwarder(t, pcR, aAddr, bAddr)
-		bobKey := newKey(t)
-		ln, _ := Listen(pcB, bobKey, nil)
-		t.Cleanup(func() { ln.Close() })
-		client, err := Dial(ctx, pcA, pcR.LocalAddr(), bobKey.Public(), &Config{PrivateKey: newKey(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { client.Close(); <-client.Done() })
-		server, err := ln.Accept(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// 20 ms one way, alice to bob.
+		rp := newRelayedPair(t, 12, natlab.Link{Delay: 10 * time.Millisecond}, 30*time.Millisecond)
+		client, server, aAddr, bAddr := rp.client, rp.server, rp.aAddr, rp.bAddr
 		start := time.Now()
-		if err := client.UsePath(ctx, bAddr); err != nil {
+		if err := client.UsePath(context.Background(), bAddr); err != nil {
 			t.Fatal(err)
 		}
 		if got := client.CurrentPath(); got.Remote != bAddr || time.Since(start) != 0 {
@@ -150,7 +147,7 @@ func TestUsePathSkipsValidation(t *testing.T) {
 		if d := time.Since(start); d > 21*time.Millisecond {
 			t.Errorf("bob followed %v after UsePath; want one way, 20 ms", d)
 		}
-		pcR.Close() // the relay is gone: the session must not need it
+		rp.relay.Close() // the relay is gone: the session must not need it
 		transfer(t, client, server, 1, 256<<10, nil)
 		if got := client.Stats().PathChanges; got != 1 {
 			t.Errorf("alice's path changes = %d, want 1", got)
@@ -167,32 +164,9 @@ func TestMoveDoesNotFlap(t *testing.T) {
 	for _, mode := range []string{"MovePath", "UsePath"} {
 		t.Run(mode, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				w := natlab.New(natlab.Config{Seed: 13})
-				t.Cleanup(func() { w.Close() })
-				inet := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
-				link := natlab.Link{Delay: 5 * time.Millisecond, Rate: 50e6}
-				alice := w.NewHost("alice", inet, link)
-				bob := w.NewHost("bob", inet, link)
-				relayHost := w.NewHost("relay", inet, natlab.Link{Delay: 40 * time.Millisecond})
+				rp := newRelayedPair(t, 13, natlab.Link{Delay: 5 * time.Millisecond, Rate: 50e6}, 40*time.Millisecond)
+				client, server, aAddr, bAddr := rp.client, rp.server, rp.aAddr, rp.bAddr
 				ctx := context.Background()
-				pcA, _ := alice.ListenPacket(ctx, "udp4", ":4000")
-				pcB, _ := bob.ListenPacket(ctx, "udp4", ":5000")
-				pcR, _ := relayHost.ListenPacket(ctx, "udp4", ":6000")
-				aAddr := pcA.LocalAddr().(*net.UDPAddr).AddrPort()
-				bAddr := pcB.LocalAddr().(*net.UDPAddr).AddrPort()
-				forwarder(t, pcR, aAddr, bAddr)
-				bobKey := newKey(t)
-				ln, _ := Listen(pcB, bobKey, nil)
-				t.Cleanup(func() { ln.Close() })
-				client, err := Dial(ctx, pcA, pcR.LocalAddr(), bobKey.Public(), &Config{PrivateKey: newKey(t)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { client.Close(); <-client.Done() })
-				server, err := ln.Accept(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
 				var moved atomic.Bool
 				// bob streams to alice; alice moves in the middle.
 				transfer(t, server, client, 1, 2<<20, func(total int64) {

@@ -247,20 +247,9 @@ func (s *Session) handleEarly(p *packet, now time.Time) {
 	}
 	const h = wire.EarlyHeaderLen
 	plain, _, err := s.earlyOpener.Open(b[h:h], b[:h], b[h:], hdr.PacketNumber, false)
-	if err != nil {
-		s.ep.stats.droppedAuth.Add(1)
-		s.counters.droppedAuth.Add(1)
+	if !s.admit(err, hdr.PacketNumber, len(b), now) {
 		return
 	}
-	if !s.replay.Accept(hdr.PacketNumber) {
-		s.ep.stats.droppedReplay.Add(1)
-		s.counters.droppedDuplicate.Add(1)
-		return
-	}
-	s.lastRecv = now
-	s.lastRecvNanos.Store(now.UnixNano())
-	s.counters.packetsReceived.Add(1)
-	s.counters.bytesReceived.Add(uint64(len(b)))
 	s.counters.earlyReceived.Add(1)
 	if p.from == s.cur.addr {
 		s.cur.recvBytes += uint64(len(b))
@@ -345,14 +334,7 @@ func (s *Session) handleData(p *packet, now time.Time) {
 		return
 	}
 	plain, updated, err := s.opener.Open(b[wire.DataHeaderLen:wire.DataHeaderLen], b[:wire.DataHeaderLen], b[wire.DataHeaderLen:], hdr.PacketNumber, hdr.KeyPhase)
-	if err != nil {
-		s.ep.stats.droppedAuth.Add(1)
-		s.counters.droppedAuth.Add(1)
-		return
-	}
-	if !s.replay.Accept(hdr.PacketNumber) {
-		s.ep.stats.droppedReplay.Add(1)
-		s.counters.droppedDuplicate.Add(1)
+	if !s.admit(err, hdr.PacketNumber, len(b), now) {
 		return
 	}
 	if updated {
@@ -361,10 +343,6 @@ func (s *Session) handleData(p *packet, now time.Time) {
 			s.updateSendKey(now)
 		}
 	}
-	s.lastRecv = now
-	s.lastRecvNanos.Store(now.UnixNano())
-	s.counters.packetsReceived.Add(1)
-	s.counters.bytesReceived.Add(uint64(len(b)))
 	if !s.initiator && !s.confirmed {
 		s.confirmed = true
 		s.response = nil
@@ -394,6 +372,27 @@ func (s *Session) handleData(p *packet, now time.Time) {
 		s.cur.recvBytes += uint64(len(b))
 	}
 	s.rpt.ReceivedPacket(hdr.PacketNumber, now, ackEliciting)
+}
+
+// admit takes in an n-byte packet numbered pn that openErr says did or did
+// not authenticate: it counts and refuses one that failed, or that the
+// anti-replay window has seen, and notes the arrival of the rest.
+func (s *Session) admit(openErr error, pn uint64, n int, now time.Time) bool {
+	if openErr != nil {
+		s.ep.stats.droppedAuth.Add(1)
+		s.counters.droppedAuth.Add(1)
+		return false
+	}
+	if !s.replay.Accept(pn) {
+		s.ep.stats.droppedReplay.Add(1)
+		s.counters.droppedDuplicate.Add(1)
+		return false
+	}
+	s.lastRecv = now
+	s.lastRecvNanos.Store(now.UnixNano())
+	s.counters.packetsReceived.Add(1)
+	s.counters.bytesReceived.Add(uint64(n))
+	return true
 }
 
 // migrate moves the session to a new peer address (RFC 9000 §9.3): the

@@ -70,21 +70,5 @@ func ResponderEarlyKey(local KeyPair, initiator, ephemeral [32]byte) ([32]byte, 
 	return earlyKey(es, ss, ephemeral[:])
 }
 
-// x25519 is one Diffie-Hellman on the curve, through the parsed-key cache
-// for static keys.
-func x25519(priv, pub []byte) ([]byte, error) {
-	keyCache.mu.Lock()
-	k := keyCache.static[[32]byte(priv)]
-	keyCache.mu.Unlock()
-	if k == nil {
-		var err error
-		if k, err = curve.NewPrivateKey(priv); err != nil {
-			return nil, err
-		}
-	}
-	p, err := curve.NewPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	return k.ECDH(p)
-}
+// x25519 is one Diffie-Hellman, through the parsed-key cache.
+func x25519(priv, pub []byte) ([]byte, error) { return dh25519{}.DH(priv, pub) }
