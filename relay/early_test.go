@@ -377,34 +377,7 @@ func TestAllocateEarly(t *testing.T) {
 				t.Fatalf("bob: channel %x, peer bound %v; want %x, true", chB.ID(), chB.PeerBound(), id)
 			}
 			fromAlice := bob.mux.VirtualAddr(chB)
-			buf := make([]byte, 2048)
-			read := func(p *peer, from netip.AddrPort, want []byte) {
-				t.Helper()
-				p.mux.SetReadDeadline(time.Now().Add(5 * time.Second))
-				n, a, err := p.mux.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if a != from || !bytes.Equal(buf[:n], want) {
-					t.Fatalf("read %q from %v, want %q from %v", buf[:n], a, want, from)
-				}
-			}
-			for _, p := range early {
-				read(bob, fromAlice, p)
-			}
-			select {
-			case <-chA.PeerReady():
-			case <-ctx.Done():
-				t.Fatal("alice did not hear that bob bound")
-			}
-			alice.mux.WriteToUDPAddrPort([]byte("after"), toBob)
-			read(bob, fromAlice, []byte("after"))
-			bob.mux.WriteToUDPAddrPort([]byte("reply"), fromAlice)
-			read(alice, toBob, []byte("reply"))
-			bob.mux.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-			if n, a, err := bob.mux.ReadFromUDPAddrPort(buf); err == nil {
-				t.Fatalf("bob read %q from %v more", buf[:n], a)
-			}
+			checkHeldThenForwarded(t, ctx, alice, bob, chA, toBob, fromAlice, early)
 
 			if budget, _ := chA.Remaining(); budget == 0 || chA.Err() != nil {
 				t.Errorf("after the answer: budget %d, err %v", budget, chA.Err())

@@ -143,37 +143,7 @@ func TestHoldUntilPeerBinds(t *testing.T) {
 				t.Fatalf("bob: peer bound %v, channel %x; want true, %x", chB.PeerBound(), chB.ID(), chA.ID())
 			}
 			fromAlice := bob.mux.VirtualAddr(chB)
-			buf := make([]byte, 2048)
-			read := func(p *peer, from netip.AddrPort, want []byte) {
-				t.Helper()
-				p.mux.SetReadDeadline(time.Now().Add(5 * time.Second))
-				n, a, err := p.mux.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if a != from || !bytes.Equal(buf[:n], want) {
-					t.Fatalf("read %q from %v, want %q from %v", buf[:n], a, want, from)
-				}
-			}
-			for _, p := range early {
-				read(bob, fromAlice, p)
-			}
-			select {
-			case <-chA.PeerReady():
-			case <-ctx.Done():
-				t.Fatal("alice did not hear that bob bound")
-			}
-
-			// Now as usual, both ways; a duplicate of a held packet would
-			// come before these.
-			alice.mux.WriteToUDPAddrPort([]byte("after"), toBob)
-			read(bob, fromAlice, []byte("after"))
-			bob.mux.WriteToUDPAddrPort([]byte("reply"), fromAlice)
-			read(alice, toBob, []byte("reply"))
-			bob.mux.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-			if n, a, err := bob.mux.ReadFromUDPAddrPort(buf); err == nil {
-				t.Fatalf("bob read %q from %v more", buf[:n], a)
-			}
+			checkHeldThenForwarded(t, ctx, alice, bob, chA, toBob, fromAlice, early)
 
 			st := r.srv.Stats()
 			if st.Held != 3 || st.Forwarded != 5 || st.Drops() != 0 {
@@ -526,5 +496,41 @@ func TestHoldBuffer(t *testing.T) {
 	}
 	if !h.fits(MaxHeldBytes - len(h.data)) {
 		t.Error("the room freed is not reusable")
+	}
+}
+
+// checkHeldThenForwarded: bob reads what alice sent before bob bound
+// (early), once and in order; alice hears that bob bound; then packets go
+// both ways, and nothing more arrives (a duplicate of a held packet would
+// come before these).
+func checkHeldThenForwarded(t *testing.T, ctx context.Context, alice, bob *peer, chA *Channel, toBob, fromAlice netip.AddrPort, early [][]byte) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	read := func(p *peer, from netip.AddrPort, want []byte) {
+		t.Helper()
+		p.mux.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, a, err := p.mux.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a != from || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("read %q from %v, want %q from %v", buf[:n], a, want, from)
+		}
+	}
+	for _, p := range early {
+		read(bob, fromAlice, p)
+	}
+	select {
+	case <-chA.PeerReady():
+	case <-ctx.Done():
+		t.Fatal("alice did not hear that bob bound")
+	}
+	alice.mux.WriteToUDPAddrPort([]byte("after"), toBob)
+	read(bob, fromAlice, []byte("after"))
+	bob.mux.WriteToUDPAddrPort([]byte("reply"), fromAlice)
+	read(alice, toBob, []byte("reply"))
+	bob.mux.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, a, err := bob.mux.ReadFromUDPAddrPort(buf); err == nil {
+		t.Fatalf("bob read %q from %v more", buf[:n], a)
 	}
 }
