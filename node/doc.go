@@ -23,7 +23,7 @@
 // static keys, so only the peer can make or answer them. Sending a probe
 // opens the sender's NAT mapping; an answered probe proves a path both
 // ways. The offerer is the dialer. Beside its offer it sets up a relay
-// channel (relay.go) and, as soon as its own side is bound, sends the Noise
+// channel (relay.go) and, right behind its ALLOCATE, sends the Noise
 // handshake there with the first message as early data; the relay holds it
 // until the peer has bound its side. When a probe is answered, the session
 // moves onto that direct path (Session.UsePath); had the probe been
