@@ -323,8 +323,8 @@ func TestBatchedForwardDoesNotAllocate(t *testing.T) {
 	sinkA, sinkB := loopUDPConn(t), loopUDPConn(t)
 	a, b := sinkA.LocalAddr().(*net.UDPAddr).AddrPort(), sinkB.LocalAddr().(*net.UDPAddr).AddrPort()
 	tk := r.ticket(func(tk *ticket.Ticket) { tk.Rate = 1<<32 - 1; tk.Budget = 1 << 62 })
-	srv.HandlePacket(appendAllocate(nil, 0, tk), a)
-	srv.HandlePacket(appendAllocate(nil, 1, tk), b)
+	srv.HandlePacket(appendAllocate(nil, 0, tk, 0), a)
+	srv.HandlePacket(appendAllocate(nil, 1, tk, 0), b)
 	var id uint64
 	for k := range srv.byID {
 		id = k

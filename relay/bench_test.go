@@ -39,8 +39,8 @@ func BenchmarkForward(b *testing.B) {
 			r := newRig(b, func(c *Config) { c.Now = time.Now })
 			r.clock.t = time.Now()
 			tk := r.ticket(func(tk *ticket.Ticket) { tk.Rate = 1<<32 - 1; tk.Budget = 1 << 62 })
-			r.srv.HandlePacket(appendAllocate(nil, 0, tk), addrA)
-			r.srv.HandlePacket(appendAllocate(nil, 1, tk), addrB)
+			r.srv.HandlePacket(appendAllocate(nil, 0, tk, 0), addrA)
+			r.srv.HandlePacket(appendAllocate(nil, 1, tk, 0), addrB)
 			sent := r.conn.take()
 			h, _, _ := parseHeader(sent[0].b)
 			r.conn.keep = false
@@ -66,8 +66,8 @@ func BenchmarkForward(b *testing.B) {
 			r := newRig(b, func(c *Config) { c.Now = time.Now })
 			r.clock.t = time.Now()
 			tk := r.ticket(func(tk *ticket.Ticket) { tk.Rate = 1<<32 - 1; tk.Budget = 1 << 62 })
-			r.srv.HandlePacket(appendAllocate(nil, 0, tk), addrA)
-			r.srv.HandlePacket(appendAllocate(nil, 1, tk), addrB)
+			r.srv.HandlePacket(appendAllocate(nil, 0, tk, 0), addrA)
+			r.srv.HandlePacket(appendAllocate(nil, 1, tk, 0), addrB)
 			sent := r.conn.take()
 			h, _, _ := parseHeader(sent[0].b)
 			r.conn.keep = false
@@ -209,7 +209,7 @@ func rawAllocated(t testing.TB, pc *net.UDPConn, relay *net.UDPAddr, side byte, 
 	t.Helper()
 	buf := make([]byte, 2048)
 	for range 50 {
-		pc.WriteTo(appendAllocate(nil, side, tk), relay)
+		pc.WriteTo(appendAllocate(nil, side, tk, 0), relay)
 		pc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 		n, _, err := pc.ReadFrom(buf)
 		if err != nil {
@@ -462,7 +462,7 @@ func TestMemoryPerSession(t *testing.T) {
 	}
 	pkts := make([][2][]byte, sessions)
 	for i, tk := range tickets {
-		pkts[i] = [2][]byte{appendAllocate(nil, 0, tk), appendAllocate(nil, 1, tk)}
+		pkts[i] = [2][]byte{appendAllocate(nil, 0, tk, 0), appendAllocate(nil, 1, tk, 0)}
 	}
 	tickets = nil
 	before := heap()

@@ -546,7 +546,7 @@ func (c *Client) start(ch *Channel) (w chan error, pkt []byte, err error) {
 		return nil, nil, errGone
 	}
 	if ch.tcp != nil {
-		pkt = appendAllocate(make([]byte, frameHeader, frameHeader+AllocateSize), ch.side, ch.ticket)
+		pkt = appendAllocate(make([]byte, frameHeader, frameHeader+AllocateSize), ch.side, ch.ticket, 0)
 		binary.BigEndian.PutUint16(pkt, uint16(AllocateSize))
 		if err := ch.tcp.write(pkt); err != nil {
 			ch.unregister(w)
@@ -554,7 +554,7 @@ func (c *Client) start(ch *Channel) (w chan error, pkt []byte, err error) {
 		}
 		return w, pkt, nil
 	}
-	pkt = appendAllocate(make([]byte, 0, AllocateSize), ch.side, ch.ticket)
+	pkt = appendAllocate(make([]byte, 0, AllocateSize), ch.side, ch.ticket, 0)
 	if err := c.writeUDP(pkt, ch.relay); err != nil {
 		c.log.Debug("relay: allocate send failed", "relay", ch.relay, "err", err)
 	}

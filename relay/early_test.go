@@ -144,7 +144,7 @@ func TestAllocateThenSend(t *testing.T) {
 				id := ChannelID(tk)
 				a, b := newRawSide(t, r, via), newRawSide(t, r, via)
 				packets := func(prefix string, side byte, n int) (pkts, payloads [][]byte) {
-					pkts = [][]byte{appendAllocate(nil, side, tk)}
+					pkts = [][]byte{appendAllocate(nil, side, tk, 0)}
 					payloads = numbered(fmt.Sprintf("%s %d", prefix, round), n)
 					for _, p := range payloads {
 						pkts = append(pkts, sendPkt(id, p))

@@ -292,7 +292,7 @@ func TestHoldOrderWithBatches(t *testing.T) {
 				// more at once.
 				sendA(pkts[:3])
 				waitUntil(t, "3 packets held", func() bool { n, _, _ := holding(r.srv, id); return n == 3 })
-				if _, err := pcB.WriteTo(appendAllocate(nil, 1, tk), relay); err != nil {
+				if _, err := pcB.WriteTo(appendAllocate(nil, 1, tk, 0), relay); err != nil {
 					t.Fatal(err)
 				}
 				sendA(pkts[3:])
@@ -318,7 +318,7 @@ func (r *loopRelay) rawTCPChannel(t *testing.T) (net.Conn, uint64, []byte) {
 	}
 	t.Cleanup(func() { c.Close() })
 	b := r.seqTicket(time.Now(), nil)
-	alloc := appendAllocate(nil, 0, b)
+	alloc := appendAllocate(nil, 0, b, 0)
 	if _, err := c.Write(putFrame(make([]byte, frameHeader+len(alloc)), alloc)); err != nil {
 		t.Fatal(err)
 	}

@@ -138,7 +138,7 @@ var (
 // relay held for the side it binds follows the answers: r.delivered.
 func (r *rig) allocate(t *testing.T, from netip.AddrPort, side byte, tk []byte) (header, []byte) {
 	t.Helper()
-	pkt := appendAllocate(nil, side, tk)
+	pkt := appendAllocate(nil, side, tk, 0)
 	r.srv.HandlePacket(pkt, from)
 	sent := r.conn.take()
 	r.delivered = nil
@@ -213,40 +213,41 @@ func TestAllocateRejects(t *testing.T) {
 		{"forged signature", func(r *rig) []byte {
 			tk := r.ticket(nil)
 			tk[ticket.Size-1] ^= 1
-			return appendAllocate(nil, 0, tk)
+			return appendAllocate(nil, 0, tk, 0)
 		}, CodeBadTicket},
 		{"signed by another key", func(r *rig) []byte {
 			now := r.clock.Now()
 			tk := ticket.Sign(otherPriv, ticket.Ticket{IssuedAt: now, ExpiresAt: now.Add(time.Hour), A: r.a, B: r.b, Relay: r.relay, Budget: 1, Rate: 1})
-			return appendAllocate(nil, 0, tk)
+			return appendAllocate(nil, 0, tk, 0)
 		}, CodeBadTicket},
 		{"altered budget", func(r *rig) []byte {
 			tk := r.ticket(nil)
 			tk[113] ^= 0x80
-			return appendAllocate(nil, 1, tk)
+			return appendAllocate(nil, 1, tk, 0)
 		}, CodeBadTicket},
 		{"expired", func(r *rig) []byte {
 			return appendAllocate(nil, 0, r.ticket(func(tk *ticket.Ticket) {
 				tk.IssuedAt = tk.IssuedAt.Add(-time.Hour)
 				tk.ExpiresAt = r.clock.Now()
-			}))
+			}), 0)
 		}, CodeExpired},
 		{"not yet valid", func(r *rig) []byte {
 			return appendAllocate(nil, 0, r.ticket(func(tk *ticket.Ticket) {
 				tk.IssuedAt = tk.IssuedAt.Add(2 * ticket.MaxClockSkew)
 				tk.ExpiresAt = tk.IssuedAt.Add(time.Hour)
-			}))
+			}), 0)
 		}, CodeBadTicket},
 		{"for another relay", func(r *rig) []byte {
-			return appendAllocate(nil, 0, r.ticket(func(tk *ticket.Ticket) { tk.Relay[1] = 1 }))
+			return appendAllocate(nil, 0, r.ticket(func(tk *ticket.Ticket) { tk.Relay[1] = 1 }), 0)
 		}, CodeNotForUs},
-		{"side 2", func(r *rig) []byte { return appendAllocate(nil, 2, r.ticket(nil)) }, CodeMalformed},
-		{"short ticket", func(r *rig) []byte { return appendAllocate(nil, 0, r.ticket(nil)[:ticket.Size-1]) }, CodeMalformed},
-		{"long ticket", func(r *rig) []byte { return appendAllocate(nil, 0, append(r.ticket(nil), 0)) }, CodeMalformed},
+		{"side 2", func(r *rig) []byte { return appendAllocate(nil, 2, r.ticket(nil), 0) }, CodeMalformed},
+		{"short ticket", func(r *rig) []byte { return appendAllocate(nil, 0, r.ticket(nil)[:ticket.Size-1], 0) }, CodeMalformed},
+		{"padding not zero", func(r *rig) []byte { return appendAllocate(nil, 0, append(r.ticket(nil), 0, 1), 0) }, CodeMalformed},
+		{"too long", func(r *rig) []byte { return appendAllocate(nil, 0, r.ticket(nil), MaxAllocateSize+1) }, CodeMalformed},
 		{"ticket version", func(r *rig) []byte {
 			tk := r.ticket(nil)
 			tk[0] = 9
-			return appendAllocate(nil, 0, tk)
+			return appendAllocate(nil, 0, tk, 0)
 		}, CodeMalformed},
 		{"empty body", func(r *rig) []byte {
 			// A bare 12-byte header cannot be answered within its own size

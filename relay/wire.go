@@ -41,7 +41,9 @@ type Type uint8
 // Relay packet types. "→" gives the direction.
 const (
 	// TypeAllocate, peer → relay: body = side (1 byte: 0 = the ticket's
-	// device A, 1 = device B) || ticket (189 bytes, ticket.Parse layout).
+	// device A, 1 = device B) || ticket (189 bytes, ticket.Parse layout)
+	// || zero padding, so that the packet is AllocateSize to
+	// MaxAllocateSize bytes.
 	TypeAllocate Type = 1
 	// TypeAllocated, relay → peer, answers ALLOCATE. Body:
 	//	0  8  expiry, Unix seconds (the ticket's)
@@ -87,15 +89,19 @@ func (t Type) String() string {
 
 // Body sizes.
 const (
-	allocateBodySize  = 1 + ticket.Size // 190
+	allocateBodySize  = 1 + ticket.Size // 190, without padding
 	allocatedBodySize = 8 + 8 + 4 + 1   // 21
 	pingBodySize      = 8
 	errorBodyMin      = 2
 	maxReason         = 64
 
-	AllocateSize  = HeaderSize + allocateBodySize  // 202
+	AllocateSize  = HeaderSize + allocateBodySize  // 202: an unpadded ALLOCATE
 	AllocatedSize = HeaderSize + allocatedBodySize // 33
 	PingSize      = HeaderSize + pingBodySize      // 20
+
+	// MaxAllocateSize bounds a padded ALLOCATE: the transport's largest
+	// packet, which any path of MTU ≥ 1,280 carries.
+	MaxAllocateSize = 1232
 )
 
 // ErrorCode is the code of an ERROR packet.
@@ -186,19 +192,35 @@ func putHeader(b []byte, t Type, channel uint64) {
 type allocateBody struct {
 	side   byte
 	ticket []byte // aliases the packet
+	size   int    // of the whole packet, padding included
 }
 
+// parseAllocate parses an ALLOCATE's body: a side, a ticket's worth of
+// bytes (whether they are a ticket is ticket.Parse's business) and padding,
+// which must be zero, so that its bytes stay free for a later version.
 func parseAllocate(body []byte) (allocateBody, error) {
-	if len(body) != allocateBodySize || body[0] > 1 {
+	if len(body) < allocateBodySize || len(body) > MaxAllocateSize-HeaderSize || body[0] > 1 {
 		return allocateBody{}, errMalformed
 	}
-	return allocateBody{side: body[0], ticket: body[1:]}, nil
+	for _, c := range body[allocateBodySize:] {
+		if c != 0 {
+			return allocateBody{}, errMalformed
+		}
+	}
+	return allocateBody{side: body[0], ticket: body[1:allocateBodySize], size: HeaderSize + len(body)}, nil
 }
 
-func appendAllocate(b []byte, side byte, tk []byte) []byte {
+// appendAllocate appends an ALLOCATE of side of the ticket tk, padded with
+// zeros to size bytes if it is shorter (so 0 means no padding).
+func appendAllocate(b []byte, side byte, tk []byte, size int) []byte {
+	start := len(b)
 	b = appendHeader(b, TypeAllocate, 0)
 	b = append(b, side)
-	return append(b, tk...)
+	b = append(b, tk...)
+	if pad := size - (len(b) - start); pad > 0 {
+		b = append(b, make([]byte, pad)...)
+	}
+	return b
 }
 
 // allocatedBody is the body of an ALLOCATED.

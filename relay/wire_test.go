@@ -49,7 +49,7 @@ func testTicket() []byte {
 // fixedSize are packets whose every proper prefix must fail to parse.
 func fixedSize() map[string][]byte {
 	return map[string][]byte{
-		"allocate":  appendAllocate(nil, 1, testTicket()),
+		"allocate":  appendAllocate(nil, 1, testTicket(), 0),
 		"allocated": appendAllocated(nil, 0x1122334455667788, allocatedBody{expires: 2000, remaining: 1 << 40, rate: 1 << 20, peerBound: true}),
 		"error":     appendError(nil, 0x0102030405060708, CodeFull, "full", 100),
 		"ping":      appendPing(nil, TypePing, 42),
@@ -59,7 +59,7 @@ func fixedSize() map[string][]byte {
 
 func TestRoundTrip(t *testing.T) {
 	tk := testTicket()
-	b := appendAllocate(nil, 1, tk)
+	b := appendAllocate(nil, 1, tk, 0)
 	if len(b) != AllocateSize {
 		t.Fatalf("ALLOCATE is %d bytes, want %d", len(b), AllocateSize)
 	}
@@ -67,8 +67,18 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || h.typ != TypeAllocate || h.channel != 0 {
 		t.Fatal(h, err)
 	}
-	if a := v.(allocateBody); a.side != 1 || !bytes.Equal(a.ticket, tk) {
+	if a := v.(allocateBody); a.side != 1 || !bytes.Equal(a.ticket, tk) || a.size != AllocateSize {
 		t.Errorf("ALLOCATE = %+v", a)
+	}
+	for _, size := range []int{AllocateSize + 1, 1200, MaxAllocateSize} {
+		b = appendAllocate(nil, 0, tk, size)
+		h, v, err := parsePacket(b)
+		if len(b) != size || err != nil || h.typ != TypeAllocate {
+			t.Fatalf("ALLOCATE padded to %d: %d bytes, %v", size, len(b), err)
+		}
+		if a := v.(allocateBody); a.side != 0 || !bytes.Equal(a.ticket, tk) || a.size != size {
+			t.Errorf("ALLOCATE padded to %d = %+v", size, a)
+		}
 	}
 
 	want := allocatedBody{expires: 2000, remaining: 1 << 40, rate: 1 << 20, peerBound: true}
@@ -106,6 +116,8 @@ func TestGolden(t *testing.T) {
 		b    []byte
 		hex  string
 	}{
+		{"allocate padded", appendAllocate(nil, 1, bytes.Repeat([]byte{0xee}, ticket.Size), 203),
+			"d1 01 0000 0000000000000000 01 " + strings.Repeat("ee", ticket.Size) + " 00"},
 		{"allocated", appendAllocated(nil, 0x0102030405060708, allocatedBody{expires: 1700000600, remaining: 1 << 30, rate: 1 << 20, peerBound: true}),
 			"d1 02 0000 0102030405060708 000000006553f358 0000000040000000 00100000 01"},
 		{"send", append(appendHeader(nil, TypeSend, 0x0102030405060708), 0xc1, 0x04),
@@ -156,7 +168,9 @@ func TestRejects(t *testing.T) {
 		"type 0":      mut(func(b []byte) { b[1] = 0 }),
 		"type 8":      mut(func(b []byte) { b[1] = 8 }),
 		"pong padded": append(appendPing(nil, TypePong, 1), 0),
-		"side 2":      appendAllocate(nil, 2, testTicket()),
+		"side 2":      appendAllocate(nil, 2, testTicket(), 0),
+		"padding":     append(appendAllocate(nil, 0, testTicket(), 300), 1),
+		"too long":    appendAllocate(nil, 0, testTicket(), MaxAllocateSize+1),
 		"peer 2":      func() []byte { b := fixedSize()["allocated"]; b[len(b)-1] = 2; return b }(),
 		"long reason": appendError(nil, 0, CodeFull, strings.Repeat("x", maxReason+1), 1000)[:0],
 	} {
@@ -203,7 +217,7 @@ func FuzzParse(f *testing.F) {
 		switch h.typ {
 		case TypeAllocate:
 			a := v.(allocateBody)
-			re = appendAllocate(nil, a.side, a.ticket)
+			re = appendAllocate(nil, a.side, a.ticket, a.size)
 			copy(re[offChannel:], b[offChannel:HeaderSize]) // ignored by the relay
 		case TypeAllocated:
 			re = appendAllocated(nil, h.channel, v.(allocatedBody))
@@ -231,7 +245,7 @@ func FuzzParse(f *testing.F) {
 // received, and must create an allocation only for a validly signed ticket.
 func FuzzServerHandlePacket(f *testing.F) {
 	r := newRig(f, nil)
-	valid := appendAllocate(nil, 0, r.ticket(nil))
+	valid := appendAllocate(nil, 0, r.ticket(nil), 0)
 	f.Add(valid, uint16(4000))
 	for _, b := range fixedSize() {
 		f.Add(b, uint16(1))
