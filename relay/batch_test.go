@@ -329,6 +329,8 @@ func TestBatchedForwardDoesNotAllocate(t *testing.T) {
 	for k := range srv.byID {
 		id = k
 	}
+	confirmAt(srv, id, 0, a)
+	confirmAt(srv, id, 1, b)
 	slots := make([][]byte, batchSize)
 	for i := range slots {
 		slots[i] = make([]byte, MaxPacketSize+1)

@@ -43,6 +43,8 @@ func BenchmarkForward(b *testing.B) {
 			r.srv.HandlePacket(appendAllocate(nil, 1, tk, 0), addrB)
 			sent := r.conn.take()
 			h, _, _ := parseHeader(sent[0].b)
+			confirmAt(r.srv, h.channel, 0, addrA)
+			confirmAt(r.srv, h.channel, 1, addrB)
 			r.conn.keep = false
 			// One core forwards faster than a ticket's largest rate
 			// (2^32-1 B/s): lift the limit, keeping its arithmetic.
@@ -70,6 +72,8 @@ func BenchmarkForward(b *testing.B) {
 			r.srv.HandlePacket(appendAllocate(nil, 1, tk, 0), addrB)
 			sent := r.conn.take()
 			h, _, _ := parseHeader(sent[0].b)
+			confirmAt(r.srv, h.channel, 0, addrA)
+			confirmAt(r.srv, h.channel, 1, addrB)
 			r.conn.keep = false
 			for _, a := range r.srv.byID {
 				a.rate, a.burst, a.tokens = math.Inf(1), math.Inf(1), math.Inf(1)
@@ -203,13 +207,26 @@ func rawAllocate(t testing.TB, pc *net.UDPConn, relay *net.UDPAddr, side byte, t
 	return id
 }
 
-// rawAllocated binds side of tk from pc and returns the channel ID and the
-// ALLOCATED. What follows the ALLOCATED stays in pc.
+// rawAllocated binds side of tk from pc with an unpadded ALLOCATE, and
+// validates pc's address with a CONFIRM, as a client does; it returns the
+// channel ID and the ALLOCATED. What follows the ALLOCATED stays in pc.
 func rawAllocated(t testing.TB, pc *net.UDPConn, relay *net.UDPAddr, side byte, tk []byte) (uint64, allocatedBody) {
+	t.Helper()
+	id, a := rawAllocatedUnconfirmed(t, pc, relay, side, tk, 0)
+	if _, err := pc.WriteTo(appendConfirm(nil, id, confirmBody{side: side, token: a.token}), relay); err != nil {
+		t.Fatal(err)
+	}
+	return id, a
+}
+
+// rawAllocatedUnconfirmed binds side of tk from pc with an ALLOCATE padded
+// to size bytes (0: not padded), and returns the channel ID and the
+// ALLOCATED, without CONFIRM: pc's address stays unvalidated.
+func rawAllocatedUnconfirmed(t testing.TB, pc *net.UDPConn, relay *net.UDPAddr, side byte, tk []byte, size int) (uint64, allocatedBody) {
 	t.Helper()
 	buf := make([]byte, 2048)
 	for range 50 {
-		pc.WriteTo(appendAllocate(nil, side, tk, 0), relay)
+		pc.WriteTo(appendAllocate(nil, side, tk, size), relay)
 		pc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 		n, _, err := pc.ReadFrom(buf)
 		if err != nil {

@@ -642,7 +642,10 @@ func (c *Client) HandlePacket(b []byte, from netip.AddrPort) {
 // Allocate or Refresh, comes late for a retransmitted ALLOCATE, or is the
 // relay saying that the other side bound; and it answers every caller
 // waiting on ch. So does an ERROR, which changes nothing else: the caller
-// whose ALLOCATE created the channel closes it.
+// whose ALLOCATE created the channel closes it. Every ALLOCATED on a UDP
+// channel is confirmed at once, which validates this side's address at
+// the relay (docs/protocol.md §6.2): it is the one that reached us, so
+// its token is the one for the address the relay now sends to.
 func (c *Client) answer(ch *Channel, h header, body []byte) {
 	if ch == nil {
 		c.dropped.Add(1)
@@ -662,8 +665,23 @@ func (c *Client) answer(ch *Channel, h header, body []byte) {
 		c.dropped.Add(1)
 		return
 	}
+	if ch.tcp == nil {
+		c.confirm(ch, a.token)
+	}
 	ch.update(a)
 	ch.answer(nil)
+}
+
+// confirm sends the relay a CONFIRM of ch's side with token. A lost one
+// leaves the side unvalidated until the next ALLOCATED, which a Refresh
+// brings.
+func (c *Client) confirm(ch *Channel, token [TokenSize]byte) {
+	bp := c.bufs.get(ConfirmSize)
+	defer c.bufs.put(bp)
+	pkt := appendConfirm((*bp)[:0], ch.id, confirmBody{side: ch.side, token: token})
+	if err := c.writeUDP(pkt, ch.relay); err != nil {
+		c.log.Debug("relay: confirm send failed", "relay", ch.relay, "err", err)
+	}
 }
 
 func (c *Client) pong(body []byte) {

@@ -143,6 +143,7 @@ func TestClientAnswerThenNotice(t *testing.T) {
 			t.Fatalf("channel %x, peer bound %v; want %x, true", o.ch.ID(), o.ch.PeerBound(), id)
 		}
 		o.ch.Close()
+		conn.take() // the CONFIRMs of both ALLOCATEDs
 	}
 	if d := c.Dropped(); d != 0 {
 		t.Errorf("the client dropped %d packets", d)

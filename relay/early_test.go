@@ -335,7 +335,7 @@ func TestAllocateEarly(t *testing.T) {
 				}
 			}
 			kept := g.hold(t, len(early))
-			if h, body, err := parseHeader(kept[0]); err != nil || h.typ != TypeAllocate || !bytes.Equal(body[1:], tk) {
+			if h, body, err := parseHeader(kept[0]); err != nil || h.typ != TypeAllocate || !bytes.Equal(body[1:1+ticket.Size], tk) {
 				t.Fatalf("alice's first packet %x…, want her ALLOCATE", kept[0][:min(len(kept[0]), 16)])
 			}
 			var sent [][]byte
@@ -557,8 +557,8 @@ func TestAllocateEarlyRetransmits(t *testing.T) {
 		time.Sleep(300 * time.Millisecond) // in the bubble: one retransmission
 		c.HandlePacket(appendAllocated(nil, ch2.ID(), allocatedBody{expires: ch2.Expires().Unix()}), addrC)
 		time.Sleep(time.Minute)
-		if n := len(conn.take()); n != 2 || ch2.Err() != nil {
-			t.Errorf("sent %d ALLOCATEs, err %v; want 2, none", n, ch2.Err())
+		if n := len(conn.take()); n != 3 || ch2.Err() != nil {
+			t.Errorf("sent %d packets, err %v; want 2 ALLOCATEs and a CONFIRM, no error", n, ch2.Err())
 		}
 
 		// Unanswered, and the client closes.

@@ -2,12 +2,14 @@ package relay
 
 import "time"
 
-// What a relay holds for a side that has not bound yet, docs/protocol.md
-// §6.3. The side that binds first may send at once (its transport's
-// handshake initiation and early data) instead of waiting a round trip
-// through the relay for the other side to bind; the relay keeps those
-// packets and delivers them, in order, right after the ALLOCATED that binds
-// the other side.
+// What a relay holds for a side that has not bound yet, or whose address
+// may not receive more before it is validated, docs/protocol.md §6.3. The
+// side that binds first may send at once (its transport's handshake
+// initiation and early data) instead of waiting a round trip through the
+// relay for the other side to bind; the relay keeps those packets and
+// delivers them, in order, right after the ALLOCATED that binds the other
+// side, as far as that side's credit allows (validate.go), and the rest
+// when its CONFIRM validates it.
 const (
 	// MaxHeldPackets and MaxHeldBytes bound what one channel holds, in
 	// packets and in opaque bytes (without the relay header); a SEND that
@@ -26,12 +28,14 @@ const (
 // tens of thousands of channels starting a handshake at once.
 const DefaultHoldMemory = 16 << 20
 
-// hold is what a channel's bound side sent while the other side was not
-// bound: at most MaxHeldPackets packets of MaxHeldBytes opaque bytes in
-// all, in the order they arrived, each with the time it was held. An
-// allocation has one only while it holds something, so the usual channel,
-// whose sides bind before either sends, never costs one.
+// hold is what one side of a channel sent while the other side, to, was
+// not bound or could not receive it unvalidated: at most MaxHeldPackets
+// packets of MaxHeldBytes opaque bytes in all, in the order they arrived,
+// each with the time it was held. An allocation has one only while it
+// holds something, so the usual channel, whose sides bind before either
+// sends, never costs one.
 type hold struct {
+	to   int                   // the side the packets are for
 	n    int                   // packets held
 	at   [MaxHeldPackets]int64 // when each was held, Unix nanoseconds
 	end  [MaxHeldPackets]int32 // where each ends in data
@@ -68,6 +72,22 @@ func (h *hold) packet(i int) []byte {
 // stale reports whether the i-th packet has been held MaxHoldTime at now.
 func (h *hold) stale(i int, now int64) bool {
 	return now-h.at[i] >= int64(MaxHoldTime)
+}
+
+// remove discards the first k packets, keeping the others in order, and
+// returns how many bytes it discarded.
+func (h *hold) remove(k int) (bytes int) {
+	if k == 0 {
+		return 0
+	}
+	cut := h.end[k-1]
+	copy(h.data, h.data[cut:])
+	for i := k; i < h.n; i++ {
+		h.at[i-k], h.end[i-k] = h.at[i], h.end[i]-cut
+	}
+	h.n -= k
+	h.data = h.data[:len(h.data)-int(cut)]
+	return int(cut)
 }
 
 // expire discards the packets held MaxHoldTime at now, keeping the others

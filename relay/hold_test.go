@@ -245,7 +245,10 @@ func TestHoldLimits(t *testing.T) {
 // that the relay reads bob's ALLOCATE amid them: over UDP, in the same
 // batch as some of them, which it forwards in the batch's sendmmsg after
 // writing what it held; over TCP, on another goroutine than bob's ALLOCATE.
-// Bob must still receive each packet once, in order.
+// Bob's ALLOCATE is not padded, so his credit covers only the first few
+// packets: the others wait for his CONFIRM, which he sends on reading his
+// ALLOCATED, and alice's later SENDs join them in the hold. Bob must still
+// receive each packet once, in order.
 func TestHoldOrderWithBatches(t *testing.T) {
 	for _, via := range []string{"udp", "tcp"} {
 		t.Run(via, func(t *testing.T) {
@@ -296,8 +299,13 @@ func TestHoldOrderWithBatches(t *testing.T) {
 					t.Fatal(err)
 				}
 				sendA(pkts[3:])
-				if h, _ := readRelay(t, pcB); h.typ != TypeAllocated || h.channel != id {
+				h, body := readRelay(t, pcB)
+				al, err := parseAllocated(body)
+				if h.typ != TypeAllocated || h.channel != id || err != nil {
 					t.Fatalf("bob's first packet: %v on %x, want ALLOCATED on %x", h.typ, h.channel, id)
+				}
+				if _, err := pcB.WriteTo(appendConfirm(nil, id, confirmBody{side: 1, token: al.token}), relay); err != nil {
+					t.Fatal(err)
 				}
 				readDelivers(t, pcB, id, want...)
 			}

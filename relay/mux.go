@@ -31,11 +31,11 @@ const muxQueue = 1024
 // every one: Parley packets (0xC1) wait for ReadFrom with their real source
 // address; relay packets for a peer (answers, DELIVERs) go to the Client,
 // which hands DELIVERs back to wait for ReadFrom with the channel's virtual
-// address; relay packets for a supernode (ALLOCATE, SEND, PING) go to the
-// Server set with ServeRelay, which forwards a batch's SENDs together;
-// anything else (STUN) goes to the HandleOther function. WriteTo a virtual
-// address sends through the channel; to a real address, straight to the
-// socket.
+// address; relay packets for a supernode (ALLOCATE, SEND, PING, CONFIRM)
+// go to the Server set with ServeRelay, which forwards a batch's SENDs
+// together; anything else (STUN) goes to the HandleOther function. WriteTo
+// a virtual address sends through the channel; to a real address, straight
+// to the socket.
 //
 // All methods are safe for concurrent use. Close stops the reader; it does
 // not close the socket, which belongs to the caller.
@@ -107,8 +107,8 @@ func (m *Mux) HandleOther(fn func(b []byte, from netip.AddrPort)) {
 }
 
 // ServeRelay makes the Mux pass relay packets addressed to a supernode
-// (ALLOCATE, SEND, PING) to s: the peer volunteers as a supernode on its
-// one socket. nil stops it.
+// (ALLOCATE, SEND, PING, CONFIRM) to s: the peer volunteers as a supernode
+// on its one socket. nil stops it.
 func (m *Mux) ServeRelay(s *Server) {
 	m.mu.Lock()
 	m.server = s
@@ -243,13 +243,13 @@ func (m *Mux) readLoop() {
 }
 
 // toServer reports whether the relay packet b is for a supernode (ALLOCATE,
-// SEND, PING) rather than for a peer's Client.
+// SEND, PING, CONFIRM) rather than for a peer's Client.
 func toServer(b []byte) bool {
 	if len(b) <= offType {
 		return false
 	}
 	switch Type(b[offType]) {
-	case TypeAllocate, TypeSend, TypePing:
+	case TypeAllocate, TypeSend, TypePing, TypeConfirm:
 		return true
 	}
 	return false

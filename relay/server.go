@@ -68,11 +68,13 @@ const (
 	DropRate                             // the ticket's rate limit
 	DropWrite                            // the write failed, or a TCP side's queue was full
 	DropRejected                         // ALLOCATE refused (answered with ERROR)
-	DropHoldExpired                      // held for an unbound side, discarded: held too long, or the channel ended
+	DropHoldExpired                      // held, then discarded: held too long, or the channel ended
+	DropUnvalidated                      // for a side whose address is not validated, beyond its credit, and the hold is full
+	DropBadToken                         // CONFIRM with a token that is not its side's at its address
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"malformed", "unexpected", "unknown-channel", "expired", "not-a-side", "hold-full", "budget", "rate", "write", "rejected", "hold-expired"}
+var dropNames = [numDropReasons]string{"malformed", "unexpected", "unknown-channel", "expired", "not-a-side", "hold-full", "budget", "rate", "write", "rejected", "hold-expired", "unvalidated", "bad-token"}
 
 func (r DropReason) String() string {
 	if r < numDropReasons {
@@ -87,7 +89,8 @@ type Stats struct {
 	AllocationsTotal uint64 // created since start
 	Forwarded        uint64 // packets delivered (SEND → DELIVER), held ones included
 	ForwardedBytes   uint64 // their opaque payload bytes
-	Held             uint64 // packets held for a side not yet bound, later Forwarded or dropped
+	Held             uint64 // packets held for a side not yet bound or not validated, later Forwarded or dropped
+	Validated        uint64 // UDP sides whose address a CONFIRM validated
 	Pings            uint64 // PINGs answered
 	Dropped          [numDropReasons]uint64
 	Rejected         [CodeMalformed + 1]uint64 // ALLOCATEs refused, by ErrorCode
@@ -104,19 +107,22 @@ func (s Stats) Drops() uint64 {
 
 // Server is the supernode side of relaying. It verifies tickets, holds
 // allocations and forwards SENDs as DELIVERs; what one side sends before
-// the other has bound, it holds and delivers when the other binds (hold.go).
-// HandlePacket and ServeTCP may be called from any number of goroutines at
-// once.
+// the other has bound, it holds and delivers when the other binds (hold.go);
+// it sends a UDP side no more than its credit until that side's address is
+// validated (validate.go). HandlePacket and ServeTCP may be called from any
+// number of goroutines at once.
 //
 // Locking: s.mu protects the allocation maps; each allocation's mu protects
-// its sides, counters and hold. The order is s.mu before allocation.mu; the
+// its sides, their validation, counters and hold; s.tokens has its own
+// lock. The order is s.mu, then allocation.mu, then s.tokens.mu; the
 // forwarding path takes s.mu only for reading, releases it, then takes the
 // allocation's lock. Within one batch it looks a channel up once: later
 // SENDs on it reuse the allocation without s.mu (its ID and expiry never
-// change; one swept meanwhile serves at most the rest of that batch). The
-// ALLOCATE that binds a channel's second side keeps the allocation's lock
-// while it writes the held packets, so that no SEND forwarded meanwhile
-// overtakes them.
+// change; one swept meanwhile serves at most the rest of that batch). An
+// ALLOCATE or CONFIRM that lets held packets go keeps the allocation's lock
+// while it writes them, so that no SEND forwarded meanwhile overtakes them;
+// and while anything is held for a side, what else comes for it joins the
+// hold, behind.
 type Server struct {
 	cfg   Config
 	plain plainWriter // pc, one datagram per write
@@ -128,7 +134,8 @@ type Server struct {
 	byTicket  map[[sha256.Size]byte]*allocation
 	nextSweep time.Time
 
-	bufs bufPool // for DELIVERs, answers and TCP frames
+	bufs   bufPool // for DELIVERs, answers and TCP frames
+	tokens tokenJar
 
 	heldBytes atomic.Int64 // opaque bytes in all allocations' holds
 
@@ -136,6 +143,7 @@ type Server struct {
 	forwarded   atomic.Uint64
 	fwdBytes    atomic.Uint64
 	held        atomic.Uint64
+	validated   atomic.Uint64
 	pings       atomic.Uint64
 	dropped     [numDropReasons]atomic.Uint64
 	rejected    [CodeMalformed + 1]atomic.Uint64
@@ -164,7 +172,7 @@ func (s side) String() string {
 }
 
 // allocation is one ticket's channel: two sides and what they may still
-// send. (It fits the allocator's 208-byte size class, which the memory
+// send. (It fits the allocator's 224-byte size class, which the memory
 // figure in docs/benchmarks.md counts on: grow it with care.)
 type allocation struct {
 	id           uint64
@@ -176,11 +184,13 @@ type allocation struct {
 
 	mu         sync.Mutex // protects the fields below
 	sides      [2]side
-	budget     uint64  // bytes left
-	tokens     float64 // token bucket, bytes
-	refilled   int64   // Unix nanoseconds of the last refill
-	lastActive int64   // Unix nanoseconds of the last ALLOCATE or SEND
-	hold       *hold   // what a side sent while the other was unbound; nil if nothing
+	valid      [2]bool  // the side's address is validated (validate.go), or it is a TCP connection
+	credit     [2]int64 // bytes the relay may still send to an unvalidated side
+	budget     uint64   // bytes left
+	tokens     float64  // token bucket, bytes
+	refilled   int64    // Unix nanoseconds of the last refill
+	lastActive int64    // Unix nanoseconds of the last ALLOCATE or SEND
+	hold       *hold    // what a side sent while the other was unbound; nil if nothing
 }
 
 // NewServer returns a relay server that writes on pc, the supernode's
@@ -226,6 +236,7 @@ func (s *Server) Stats() Stats {
 		Forwarded:        s.forwarded.Load(),
 		ForwardedBytes:   s.fwdBytes.Load(),
 		Held:             s.held.Load(),
+		Validated:        s.validated.Load(),
 		Pings:            s.pings.Load(),
 	}
 	for i := range st.Dropped {
@@ -256,6 +267,8 @@ func (s *Server) handle(b []byte, from side) {
 		s.forward(h.channel, b, from)
 	case TypeAllocate:
 		s.allocate(b, body, from)
+	case TypeConfirm:
+		s.confirm(h.channel, b, body, from)
 	case TypePing:
 		nonce, err := parsePing(body)
 		if err != nil || h.channel != 0 {
@@ -294,12 +307,14 @@ func (s *Server) forward(id uint64, b []byte, from side) {
 
 // admit applies docs/protocol.md §6.3's checks to a SEND of the opaque
 // packet p on channel id from from at now (Unix nanoseconds), charges its
-// budget and token bucket, and returns the side to deliver it to. If the
-// other side is not bound it holds a copy of p instead, to be delivered
-// when that side binds, and returns false; so it does when it drops p,
-// which it counts. If last is not nil it caches the allocation looked up,
-// for the next SEND of a batch: runs of packets on one channel then cost
-// one map lookup.
+// budget and token bucket, and the receiving side's credit if it is not
+// validated, and returns the side to deliver it to. If the other side is
+// not bound, or may not receive the DELIVER before it is validated, or
+// the channel already holds packets for it, it holds a copy of p instead,
+// to be delivered when that side can take it, and returns false; so it
+// does when it drops p, which it counts. If last is not nil it caches the
+// allocation looked up, for the next SEND of a batch: runs of packets on
+// one channel then cost one map lookup.
 func (s *Server) admit(id uint64, p []byte, from side, now int64, last **allocation) (side, bool) {
 	var a *allocation
 	if last != nil && *last != nil && (*last).id == id {
@@ -321,20 +336,23 @@ func (s *Server) admit(id uint64, p []byte, from side, now int64, last **allocat
 		return side{}, false
 	}
 	a.mu.Lock()
-	var to side
+	var t int // the side p is for
 	switch {
 	case a.sides[0].is(from):
-		to = a.sides[1]
+		t = 1
 	case a.sides[1].is(from):
-		to = a.sides[0]
+		t = 0
 	default:
 		a.mu.Unlock()
 		s.dropped[DropNotSide].Add(1)
 		return side{}, false
 	}
+	n := HeaderSize + len(p)
+	a.receivedLocked(1-t, n)
 	a.lastActive = now
-	if !to.bound() {
-		s.holdLocked(a, p, now)
+	to := a.sides[t]
+	if !to.bound() || (a.hold != nil && a.hold.to == t) || !a.mayLocked(t, n) {
+		s.holdLocked(a, t, p, now)
 		a.mu.Unlock()
 		return side{}, false
 	}
@@ -343,6 +361,7 @@ func (s *Server) admit(id uint64, p []byte, from side, now int64, last **allocat
 		s.dropped[r].Add(1)
 		return side{}, false
 	}
+	a.sentLocked(t, n)
 	a.mu.Unlock()
 	return to, true
 }
@@ -376,20 +395,31 @@ func (a *allocation) chargeLocked(n int, now int64) DropReason {
 }
 
 // holdLocked holds a copy of the opaque packet p, sent at now to a's side
-// that is not bound yet, if the hold has room for it (after discarding what
-// it held too long) and the budget and bucket allow it; it charges p as if
-// forwarded, now, so that holding changes nothing of what a ticket allows.
-// Otherwise it counts the drop.
-func (s *Server) holdLocked(a *allocation, p []byte, now int64) {
+// t, which is not bound yet or may not receive it yet, if the hold has room
+// for it (after discarding what it held too long) and the budget and bucket
+// allow it; it charges p as if forwarded, now, so that holding changes
+// nothing of what a ticket allows. Otherwise it counts the drop: hold-full
+// if t is not bound, unvalidated if it is.
+func (s *Server) holdLocked(a *allocation, t int, p []byte, now int64) {
 	s.expireHoldLocked(a, now)
+	full := DropHoldFull
+	if a.sides[t].bound() {
+		full = DropUnvalidated
+	}
 	n := len(p)
+	if a.hold != nil && a.hold.to != t {
+		// Held for the other side, whose address is not validated either:
+		// one direction at a time.
+		s.dropped[full].Add(1)
+		return
+	}
 	if !a.hold.fits(n) {
-		s.dropped[DropHoldFull].Add(1)
+		s.dropped[full].Add(1)
 		return
 	}
 	if s.heldBytes.Add(int64(n)) > int64(s.cfg.HoldMemory) {
 		s.heldBytes.Add(-int64(n))
-		s.dropped[DropHoldFull].Add(1)
+		s.dropped[full].Add(1)
 		return
 	}
 	if r := a.chargeLocked(n, now); r != 0 {
@@ -398,7 +428,7 @@ func (s *Server) holdLocked(a *allocation, p []byte, now int64) {
 		return
 	}
 	if a.hold == nil {
-		a.hold = new(hold)
+		a.hold = &hold{to: t}
 	}
 	a.hold.add(p, now)
 	s.held.Add(1)
@@ -427,19 +457,27 @@ func (s *Server) discardHoldLocked(a *allocation) {
 	a.hold = nil
 }
 
-// flushHoldLocked delivers what a holds to to, the side that has just
-// bound, in order, as DELIVERs, except what it has held for MaxHoldTime at
-// now; and frees the hold.
-func (s *Server) flushHoldLocked(a *allocation, to side, now int64) {
+// flushHoldLocked delivers what a holds to the side it holds it for, which
+// is bound, in order, as DELIVERs, as far as that side's credit allows;
+// it discards what it has held for MaxHoldTime at now. What the credit
+// does not cover stays held, and the hold is freed if nothing does.
+func (s *Server) flushHoldLocked(a *allocation, now int64) {
 	h := a.hold
-	a.hold = nil
-	s.heldBytes.Add(-int64(len(h.data)))
+	t := h.to
+	to := a.sides[t]
+	done := 0
 	for i := range h.n {
 		p := h.packet(i)
 		if h.stale(i, now) {
 			s.dropped[DropHoldExpired].Add(1)
+			done++
 			continue
 		}
+		if !a.mayLocked(t, HeaderSize+len(p)) {
+			break
+		}
+		a.sentLocked(t, HeaderSize+len(p))
+		done++
 		bp := s.bufs.get(HeaderSize + len(p))
 		out := (*bp)[:HeaderSize+len(p)]
 		putHeader(out, TypeDeliver, a.id)
@@ -450,6 +488,10 @@ func (s *Server) flushHoldLocked(a *allocation, to side, now int64) {
 		}
 		s.bufs.put(bp)
 	}
+	s.heldBytes.Add(-int64(h.remove(done)))
+	if h.n == 0 {
+		a.hold = nil
+	}
 }
 
 // handleBatched handles a packet that a Mux read from from in a batch.
@@ -459,6 +501,11 @@ func (s *Server) flushHoldLocked(a *allocation, to side, now int64) {
 // HandlePacket, at once.
 func (s *Server) handleBatched(b []byte, from netip.AddrPort, tx *txBatch) {
 	if len(b) < HeaderSize || Type(b[offType]) != TypeSend {
+		// An ALLOCATE or CONFIRM may let held packets go to a side that
+		// this batch's DELIVERs, queued on tx, are for: these go first.
+		if len(b) > offType && (Type(b[offType]) == TypeAllocate || Type(b[offType]) == TypeConfirm) && len(tx.msgs) > 0 {
+			s.flush(tx)
+		}
 		// An ALLOCATE may sweep an allocation and create another with the
 		// same channel ID (the same ticket, after an idle timeout): the
 		// batch's later SENDs must look it up afresh.
@@ -594,21 +641,40 @@ func (s *Server) allocate(pkt, body []byte, from side) {
 			return
 		}
 	}
+	d := int(req.side)
 	a.mu.Lock()
-	old := a.sides[req.side]
-	other := a.sides[1-req.side]
-	a.sides[req.side] = from
+	old := a.sides[d]
+	other := a.sides[1-d]
+	a.bindLocked(d, from)
+	a.receivedLocked(d, len(pkt))
 	a.lastActive = now.UnixNano()
 	ans := allocatedBody{
 		expires:   a.expiresUnix,
 		remaining: a.budget,
 		rate:      uint32(a.rate),
 		peerBound: other.bound(),
+		token:     s.tokens.token(a.id, req.side, from, now),
 	}
-	// The second side bound for the first time: what the first sent while
-	// alone follows the ALLOCATEDs (§6.3), and the lock is kept until it
-	// has gone, so that the first side's next SENDs come after it.
-	flush := !old.bound() && other.bound() && a.hold != nil
+	a.sentLocked(d, AllocatedSize) // within the credit: 3 × 202 > 41
+	// The second side bound: tell the first (§6.2), so that it need not
+	// poll, if the first may receive it.
+	notice := !old.bound() && other.bound()
+	var noticeAns allocatedBody
+	if notice && !a.mayLocked(1-d, AllocatedSize) {
+		notice = false
+		s.dropped[DropUnvalidated].Add(1)
+	}
+	if notice {
+		a.sentLocked(1-d, AllocatedSize)
+		noticeAns = ans
+		noticeAns.peerBound = true
+		noticeAns.token = s.tokens.token(a.id, 1-req.side, other, now)
+	}
+	// What the other side sent while this one was unbound, or could not
+	// receive, follows the ALLOCATEDs (§6.3) as far as this side's credit
+	// allows, and the lock is kept until it has gone, so that the other
+	// side's next SENDs come after it.
+	flush := a.hold != nil && a.hold.to == d
 	if !flush {
 		a.mu.Unlock()
 	}
@@ -617,17 +683,66 @@ func (s *Server) allocate(pkt, body []byte, from side) {
 	}
 	bp := s.bufs.get(AllocatedSize)
 	s.reply(appendAllocated((*bp)[:0], a.id, ans), from)
-	if !old.bound() && other.bound() {
-		// The second side bound: tell the first (§6.2), so that it
-		// need not poll.
-		ans.peerBound = true
-		s.reply(appendAllocated((*bp)[:0], a.id, ans), other)
+	if notice {
+		s.reply(appendAllocated((*bp)[:0], a.id, noticeAns), other)
 	}
 	s.bufs.put(bp)
 	if flush {
-		s.flushHoldLocked(a, from, now.UnixNano())
+		s.flushHoldLocked(a, now.UnixNano())
 		a.mu.Unlock()
 	}
+}
+
+// confirm handles a CONFIRM on channel id from from: if it comes from the
+// address its side is bound to, with that side's token there, the address
+// is validated, and what the channel holds for the side goes to it
+// (docs/protocol.md §6.2). The relay sends nothing back.
+func (s *Server) confirm(id uint64, pkt, body []byte, from side) {
+	c, err := parseConfirm(body)
+	if err != nil {
+		s.dropped[DropMalformed].Add(1)
+		return
+	}
+	if from.tcp != nil {
+		s.dropped[DropUnexpected].Add(1) // a TCP side needs no validation
+		return
+	}
+	s.mu.RLock()
+	a := s.byID[id]
+	s.mu.RUnlock()
+	if a == nil {
+		s.dropped[DropUnknownChannel].Add(1)
+		return
+	}
+	now := s.cfg.Now()
+	if now.UnixNano() >= a.expiresNanos {
+		s.expired(a)
+		return
+	}
+	d := int(c.side)
+	a.mu.Lock()
+	if !a.sides[d].is(from) {
+		a.mu.Unlock()
+		s.dropped[DropNotSide].Add(1)
+		return
+	}
+	a.receivedLocked(d, len(pkt))
+	if !s.tokens.valid(c.token, id, c.side, from.addr, now) {
+		a.mu.Unlock()
+		s.dropped[DropBadToken].Add(1)
+		return
+	}
+	if a.valid[d] {
+		a.mu.Unlock()
+		return
+	}
+	a.valid[d] = true
+	s.validated.Add(1)
+	if a.hold != nil && a.hold.to == d {
+		s.flushHoldLocked(a, now.UnixNano())
+	}
+	a.mu.Unlock()
+	s.log.Debug("relay: side validated", "channel", id, "side", d, "at", from)
 }
 
 // create adds an allocation for a verified ticket whose SHA-256 is key, or

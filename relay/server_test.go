@@ -183,8 +183,26 @@ func (r *rig) allocate(t *testing.T, from netip.AddrPort, side byte, tk []byte) 
 	return h, body
 }
 
-// bind allocates side and checks it succeeded.
+// bind allocates side, checks it succeeded, and validates the side's
+// address with a CONFIRM of the ALLOCATED's token, as a client does. What
+// the relay held for the side, delivered after its answers or the CONFIRM,
+// is in r.delivered.
 func (r *rig) bind(t *testing.T, from netip.AddrPort, side byte, tk []byte) (uint64, allocatedBody) {
+	t.Helper()
+	id, a := r.bindUnconfirmed(t, from, side, tk)
+	r.srv.HandlePacket(appendConfirm(nil, id, confirmBody{side: side, token: a.token}), from)
+	for _, p := range r.conn.take() {
+		if h, _, err := parseHeader(p.b); err != nil || h.typ != TypeDeliver || p.to != from {
+			t.Fatalf("after the CONFIRM, %x went to %v; want only DELIVERs to %v", p.b, p.to, from)
+		}
+		r.delivered = append(r.delivered, p)
+	}
+	return id, a
+}
+
+// bindUnconfirmed allocates side and checks it succeeded, but sends no
+// CONFIRM: the side's address stays unvalidated.
+func (r *rig) bindUnconfirmed(t *testing.T, from netip.AddrPort, side byte, tk []byte) (uint64, allocatedBody) {
 	t.Helper()
 	h, body := r.allocate(t, from, side, tk)
 	if h.typ != TypeAllocated {
@@ -196,6 +214,14 @@ func (r *rig) bind(t *testing.T, from netip.AddrPort, side byte, tk []byte) (uin
 		t.Fatal(err)
 	}
 	return h.channel, a
+}
+
+// confirmAt validates side of channel id at from on srv, with the token the
+// relay would have sent there: for tests that bind sides without reading
+// the ALLOCATEDs.
+func confirmAt(srv *Server, id uint64, d byte, from netip.AddrPort) {
+	tok := srv.tokens.token(id, d, side{addr: from}, srv.cfg.Now())
+	srv.HandlePacket(appendConfirm(nil, id, confirmBody{side: d, token: tok}), from)
 }
 
 func sendPkt(ch uint64, payload []byte) []byte {

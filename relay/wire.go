@@ -43,13 +43,16 @@ const (
 	// TypeAllocate, peer → relay: body = side (1 byte: 0 = the ticket's
 	// device A, 1 = device B) || ticket (189 bytes, ticket.Parse layout)
 	// || zero padding, so that the packet is AllocateSize to
-	// MaxAllocateSize bytes.
+	// MaxAllocateSize bytes. Padding buys an unvalidated side room to
+	// receive (AmplificationFactor); a client pads to PaddedAllocateSize.
 	TypeAllocate Type = 1
 	// TypeAllocated, relay → peer, answers ALLOCATE. Body:
 	//	0  8  expiry, Unix seconds (the ticket's)
 	//	8  8  remaining byte budget
 	//	16 4  rate limit, bytes per second
 	//	20 1  peer bound: 1 if the other side has allocated too, else 0
+	//	21 8  token: what a CONFIRM from the receiving side's address
+	//	          echoes to validate it; zero for a side bound over TCP
 	TypeAllocated Type = 2
 	// TypeSend, peer → relay: body = an opaque packet for the other side.
 	TypeSend Type = 3
@@ -65,6 +68,11 @@ const (
 	// TypePong, relay → peer: body = the PING's nonce (8 bytes), no padding,
 	// so a PONG is never larger than its PING.
 	TypePong Type = 7
+	// TypeConfirm, peer → relay: body = side (1 byte) || the token of
+	// an ALLOCATED for that side (8 bytes). It validates the side's
+	// address, when it comes from there (docs/protocol.md §6.2). The
+	// relay never answers it.
+	TypeConfirm Type = 8
 )
 
 func (t Type) String() string {
@@ -83,25 +91,45 @@ func (t Type) String() string {
 		return "PING"
 	case TypePong:
 		return "PONG"
+	case TypeConfirm:
+		return "CONFIRM"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }
 
 // Body sizes.
 const (
-	allocateBodySize  = 1 + ticket.Size // 190, without padding
-	allocatedBodySize = 8 + 8 + 4 + 1   // 21
+	allocateBodySize  = 1 + ticket.Size           // 190, without padding
+	allocatedBodySize = 8 + 8 + 4 + 1 + TokenSize // 29
+	confirmBodySize   = 1 + TokenSize             // 9
 	pingBodySize      = 8
 	errorBodyMin      = 2
 	maxReason         = 64
 
 	AllocateSize  = HeaderSize + allocateBodySize  // 202: an unpadded ALLOCATE
-	AllocatedSize = HeaderSize + allocatedBodySize // 33
+	AllocatedSize = HeaderSize + allocatedBodySize // 41
+	ConfirmSize   = HeaderSize + confirmBodySize   // 21
 	PingSize      = HeaderSize + pingBodySize      // 20
 
 	// MaxAllocateSize bounds a padded ALLOCATE: the transport's largest
 	// packet, which any path of MTU ≥ 1,280 carries.
 	MaxAllocateSize = 1232
+	// PaddedAllocateSize is what a Client pads its UDP ALLOCATEs to, as a
+	// QUIC client pads its Initial (RFC 9000 §14.1): a side bound by one
+	// may receive AmplificationFactor × 1,200 bytes before it is
+	// validated, room for a handshake initiation and early data.
+	PaddedAllocateSize = 1200
+)
+
+// Address validation, docs/protocol.md §6.2, after RFC 9000 §8.1.
+const (
+	// TokenSize is the size of an ALLOCATED's token, which a CONFIRM
+	// echoes.
+	TokenSize = 8
+	// AmplificationFactor bounds what a relay sends to a UDP side whose
+	// address it has not validated: at most this many times the bytes it
+	// has received from that address since the side was bound there.
+	AmplificationFactor = 3
 )
 
 // ErrorCode is the code of an ERROR packet.
@@ -169,7 +197,7 @@ func parseHeader(b []byte) (header, []byte, error) {
 		return header{}, nil, errMalformed
 	}
 	h := header{typ: Type(b[offType]), channel: binary.BigEndian.Uint64(b[offChannel:])}
-	if h.typ < TypeAllocate || h.typ > TypePong {
+	if h.typ < TypeAllocate || h.typ > TypeConfirm {
 		return header{}, nil, errMalformed
 	}
 	return h, b[HeaderSize:], nil
@@ -229,6 +257,7 @@ type allocatedBody struct {
 	remaining uint64
 	rate      uint32
 	peerBound bool
+	token     [TokenSize]byte
 }
 
 func parseAllocated(body []byte) (allocatedBody, error) {
@@ -244,6 +273,7 @@ func parseAllocated(body []byte) (allocatedBody, error) {
 		remaining: binary.BigEndian.Uint64(body[8:]),
 		rate:      binary.BigEndian.Uint32(body[16:]),
 		peerBound: body[20] == 1,
+		token:     [TokenSize]byte(body[21:]),
 	}, nil
 }
 
@@ -252,10 +282,31 @@ func appendAllocated(b []byte, channel uint64, a allocatedBody) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(a.expires))
 	b = binary.BigEndian.AppendUint64(b, a.remaining)
 	b = binary.BigEndian.AppendUint32(b, a.rate)
+	peer := byte(0)
 	if a.peerBound {
-		return append(b, 1)
+		peer = 1
 	}
-	return append(b, 0)
+	b = append(b, peer)
+	return append(b, a.token[:]...)
+}
+
+// confirmBody is the body of a CONFIRM.
+type confirmBody struct {
+	side  byte
+	token [TokenSize]byte
+}
+
+func parseConfirm(body []byte) (confirmBody, error) {
+	if len(body) != confirmBodySize || body[0] > 1 {
+		return confirmBody{}, errMalformed
+	}
+	return confirmBody{side: body[0], token: [TokenSize]byte(body[1:])}, nil
+}
+
+func appendConfirm(b []byte, channel uint64, c confirmBody) []byte {
+	b = appendHeader(b, TypeConfirm, channel)
+	b = append(b, c.side)
+	return append(b, c.token[:]...)
 }
 
 func (a allocatedBody) expiry() time.Time { return time.Unix(a.expires, 0) }

@@ -37,6 +37,9 @@ func parsePacket(b []byte) (header, any, error) {
 	case TypePong:
 		v, err := parsePong(body)
 		return h, v, err
+	case TypeConfirm:
+		v, err := parseConfirm(body)
+		return h, v, err
 	}
 	return h, nil, errMalformed
 }
@@ -50,7 +53,8 @@ func testTicket() []byte {
 func fixedSize() map[string][]byte {
 	return map[string][]byte{
 		"allocate":  appendAllocate(nil, 1, testTicket(), 0),
-		"allocated": appendAllocated(nil, 0x1122334455667788, allocatedBody{expires: 2000, remaining: 1 << 40, rate: 1 << 20, peerBound: true}),
+		"allocated": appendAllocated(nil, 0x1122334455667788, allocatedBody{expires: 2000, remaining: 1 << 40, rate: 1 << 20, peerBound: true, token: [TokenSize]byte{1, 2, 3, 4, 5, 6, 7, 8}}),
+		"confirm":   appendConfirm(nil, 0x1122334455667788, confirmBody{side: 1, token: [TokenSize]byte{8, 7, 6, 5, 4, 3, 2, 1}}),
 		"error":     appendError(nil, 0x0102030405060708, CodeFull, "full", 100),
 		"ping":      appendPing(nil, TypePing, 42),
 		"pong":      appendPing(nil, TypePong, 42),
@@ -70,7 +74,7 @@ func TestRoundTrip(t *testing.T) {
 	if a := v.(allocateBody); a.side != 1 || !bytes.Equal(a.ticket, tk) || a.size != AllocateSize {
 		t.Errorf("ALLOCATE = %+v", a)
 	}
-	for _, size := range []int{AllocateSize + 1, 1200, MaxAllocateSize} {
+	for _, size := range []int{AllocateSize + 1, PaddedAllocateSize, MaxAllocateSize} {
 		b = appendAllocate(nil, 0, tk, size)
 		h, v, err := parsePacket(b)
 		if len(b) != size || err != nil || h.typ != TypeAllocate {
@@ -81,7 +85,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 	}
 
-	want := allocatedBody{expires: 2000, remaining: 1 << 40, rate: 1 << 20, peerBound: true}
+	want := allocatedBody{expires: 2000, remaining: 1 << 40, rate: 1 << 20, peerBound: true, token: [TokenSize]byte{9, 8, 7}}
 	b = appendAllocated(nil, 0x1122334455667788, want)
 	if len(b) != AllocatedSize {
 		t.Fatalf("ALLOCATED is %d bytes, want %d", len(b), AllocatedSize)
@@ -103,6 +107,16 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("ERROR: %v %v %v", h, v, err)
 	}
 
+	wantC := confirmBody{side: 1, token: [TokenSize]byte{1, 2, 3, 4, 5, 6, 7, 8}}
+	b = appendConfirm(nil, 0x0a0b, wantC)
+	if len(b) != ConfirmSize {
+		t.Fatalf("CONFIRM is %d bytes, want %d", len(b), ConfirmSize)
+	}
+	h, v, err = parsePacket(b)
+	if err != nil || h.typ != TypeConfirm || h.channel != 0x0a0b || v.(confirmBody) != wantC {
+		t.Errorf("CONFIRM: %v %+v %v", h, v, err)
+	}
+
 	b = appendPing(nil, TypePing, 0xdeadbeef)
 	if _, v, err := parsePacket(b); err != nil || v.(uint64) != 0xdeadbeef || len(b) != PingSize {
 		t.Errorf("PING: %v %v", v, err)
@@ -118,8 +132,10 @@ func TestGolden(t *testing.T) {
 	}{
 		{"allocate padded", appendAllocate(nil, 1, bytes.Repeat([]byte{0xee}, ticket.Size), 203),
 			"d1 01 0000 0000000000000000 01 " + strings.Repeat("ee", ticket.Size) + " 00"},
-		{"allocated", appendAllocated(nil, 0x0102030405060708, allocatedBody{expires: 1700000600, remaining: 1 << 30, rate: 1 << 20, peerBound: true}),
-			"d1 02 0000 0102030405060708 000000006553f358 0000000040000000 00100000 01"},
+		{"allocated", appendAllocated(nil, 0x0102030405060708, allocatedBody{expires: 1700000600, remaining: 1 << 30, rate: 1 << 20, peerBound: true, token: [TokenSize]byte{0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18}}),
+			"d1 02 0000 0102030405060708 000000006553f358 0000000040000000 00100000 01 1112131415161718"},
+		{"confirm", appendConfirm(nil, 0x0102030405060708, confirmBody{side: 1, token: [TokenSize]byte{0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18}}),
+			"d1 08 0000 0102030405060708 01 1112131415161718"},
 		{"send", append(appendHeader(nil, TypeSend, 0x0102030405060708), 0xc1, 0x04),
 			"d1 03 0000 0102030405060708 c104"},
 		{"error", appendError(nil, 0x0102030405060708, CodeFull, "full", 100),
@@ -166,12 +182,14 @@ func TestRejects(t *testing.T) {
 		"version":     mut(func(b []byte) { b[0] = 0xD2 }),
 		"reserved":    mut(func(b []byte) { b[3] = 1 }),
 		"type 0":      mut(func(b []byte) { b[1] = 0 }),
-		"type 8":      mut(func(b []byte) { b[1] = 8 }),
+		"type 9":      mut(func(b []byte) { b[1] = 9 }),
 		"pong padded": append(appendPing(nil, TypePong, 1), 0),
 		"side 2":      appendAllocate(nil, 2, testTicket(), 0),
 		"padding":     append(appendAllocate(nil, 0, testTicket(), 300), 1),
 		"too long":    appendAllocate(nil, 0, testTicket(), MaxAllocateSize+1),
-		"peer 2":      func() []byte { b := fixedSize()["allocated"]; b[len(b)-1] = 2; return b }(),
+		"peer 2":      func() []byte { b := fixedSize()["allocated"]; b[HeaderSize+20] = 2; return b }(),
+		"confirm 2":   func() []byte { b := fixedSize()["confirm"]; b[HeaderSize] = 2; return b }(),
+		"confirm+1":   append(fixedSize()["confirm"], 0),
 		"long reason": appendError(nil, 0, CodeFull, strings.Repeat("x", maxReason+1), 1000)[:0],
 	} {
 		if len(b) == 0 {
@@ -221,6 +239,8 @@ func FuzzParse(f *testing.F) {
 			copy(re[offChannel:], b[offChannel:HeaderSize]) // ignored by the relay
 		case TypeAllocated:
 			re = appendAllocated(nil, h.channel, v.(allocatedBody))
+		case TypeConfirm:
+			re = appendConfirm(nil, h.channel, v.(confirmBody))
 		case TypeSend, TypeDeliver:
 			re = append(appendHeader(nil, h.typ, h.channel), v.([]byte)...)
 		case TypeError:
