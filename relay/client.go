@@ -546,6 +546,7 @@ func (c *Client) start(ch *Channel) (w chan error, pkt []byte, err error) {
 		return nil, nil, errGone
 	}
 	if ch.tcp != nil {
+		// Unpadded: a TCP side needs no credit.
 		pkt = appendAllocate(make([]byte, frameHeader, frameHeader+AllocateSize), ch.side, ch.ticket, 0)
 		binary.BigEndian.PutUint16(pkt, uint16(AllocateSize))
 		if err := ch.tcp.write(pkt); err != nil {
@@ -554,7 +555,9 @@ func (c *Client) start(ch *Channel) (w chan error, pkt []byte, err error) {
 		}
 		return w, pkt, nil
 	}
-	pkt = appendAllocate(make([]byte, 0, AllocateSize), ch.side, ch.ticket, 0)
+	// Padded, so that the relay may send this side a first flight before
+	// its CONFIRM validates it (docs/protocol.md §6.2).
+	pkt = appendAllocate(make([]byte, 0, PaddedAllocateSize), ch.side, ch.ticket, PaddedAllocateSize)
 	if err := c.writeUDP(pkt, ch.relay); err != nil {
 		c.log.Debug("relay: allocate send failed", "relay", ch.relay, "err", err)
 	}

@@ -338,6 +338,10 @@ func TestAllocateEarly(t *testing.T) {
 			if h, body, err := parseHeader(kept[0]); err != nil || h.typ != TypeAllocate || !bytes.Equal(body[1:1+ticket.Size], tk) {
 				t.Fatalf("alice's first packet %x…, want her ALLOCATE", kept[0][:min(len(kept[0]), 16)])
 			}
+			// Padded over UDP, for the credit of an unvalidated address.
+			if wantSize := map[string]int{"udp": PaddedAllocateSize, "tcp": AllocateSize}[tc.alice]; len(kept[0]) != wantSize {
+				t.Fatalf("alice's ALLOCATE over %s is %d bytes, want %d", tc.alice, len(kept[0]), wantSize)
+			}
 			var sent [][]byte
 			for _, p := range kept {
 				if h, body, _ := parseHeader(p); h.typ == TypeSend {

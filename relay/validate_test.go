@@ -280,9 +280,10 @@ func TestFirstFlightOnBind(t *testing.T) {
 	}
 }
 
-// TestClientConfirms: a client answers every ALLOCATED of a UDP channel
-// (the answer, a late one, the peer-bound notice) with a CONFIRM of its
-// side that echoes the ALLOCATED's token.
+// TestClientConfirms: a client pads its UDP ALLOCATEs to
+// PaddedAllocateSize, and answers every ALLOCATED of a UDP channel (the
+// answer, a late one, the peer-bound notice) with a CONFIRM of its side
+// that echoes the ALLOCATED's token.
 func TestClientConfirms(t *testing.T) {
 	synctest.Test(t, testClientConfirms)
 }
@@ -296,8 +297,8 @@ func testClientConfirms(t *testing.T) {
 	id := ChannelID(tk)
 	out := allocateAsync(c, 1, tk)
 	synctest.Wait()
-	if sent := conn.take(); len(sent) != 1 || sent[0].to != addrC {
-		t.Fatalf("the client sent %v, want its ALLOCATE to %v", sent, addrC)
+	if sent := conn.take(); len(sent[0].b) != PaddedAllocateSize || sent[0].to != addrC {
+		t.Fatalf("the client's ALLOCATE is %d bytes to %v, want %d to %v", len(sent[0].b), sent[0].to, PaddedAllocateSize, addrC)
 	}
 	body := allocatedBody{expires: r.clock.Now().Add(10 * time.Minute).Unix()}
 	for i, tok := range [][TokenSize]byte{{1, 2, 3}, {1, 2, 3}, {4, 5, 6}} {
