@@ -9,6 +9,16 @@
 // budget and rate, and answers nothing per forwarded packet, so it cannot be
 // used to amplify traffic.
 //
+// Nor can a ticket holder who forges source addresses point a side at a
+// third party: a UDP side's address is unvalidated when an ALLOCATE binds
+// it, and the relay sends it at most 3 times what it has received from it
+// (AmplificationFactor), holding the rest, until a CONFIRM from there
+// echoes the token of an ALLOCATED, as QUIC validates a client's address
+// (validate.go). A client confirms every ALLOCATED, and pads its ALLOCATEs
+// (PaddedAllocateSize) so that what the other side sent first is delivered
+// right behind its ALLOCATED, without waiting for the CONFIRM. A TCP side
+// is validated by the TCP handshake.
+//
 // A channel's ID is derived from its ticket (ChannelID), so a peer knows it
 // before the relay answers, and a side may send right behind its ALLOCATE:
 // the relay handles one peer's packets in order, so the SENDs find the
@@ -31,8 +41,8 @@
 //     and it writes on the shared socket. ServeTCP serves the TCP fallback.
 //   - Client allocates channels (Allocate, AllocateTCP, which wait for the
 //     relay's answer; AllocateEarly, AllocateTCPEarly, which do not),
-//     measures RTTs to supernodes (Ping) and sends on channels
-//     (Channel.Send).
+//     confirms them, measures RTTs to supernodes (Ping) and sends on
+//     channels (Channel.Send).
 //   - Mux is the net.PacketConn the transport runs on. It reads the real
 //     socket, hands relay and STUN packets to their handlers, and presents
 //     each relay channel as a virtual address (in fd00:7061:726c::/48), so

@@ -190,7 +190,7 @@ type allocation struct {
 	tokens     float64  // token bucket, bytes
 	refilled   int64    // Unix nanoseconds of the last refill
 	lastActive int64    // Unix nanoseconds of the last ALLOCATE or SEND
-	hold       *hold    // what a side sent while the other was unbound; nil if nothing
+	hold       *hold    // what a side sent that the other could not receive yet; nil if nothing
 }
 
 // NewServer returns a relay server that writes on pc, the supernode's
