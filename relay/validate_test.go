@@ -142,7 +142,10 @@ func TestConfirmLiftsCredit(t *testing.T) {
 		pcA.WriteTo(sendPkt(id, p), relay)
 	}
 	waitUntil(t, "2 forwarded, 3 held", func() bool { st := r.srv.Stats(); return st.Forwarded == 2 && st.Held == 3 })
-	readDelivers(t, pcB, id, want[0], want[1])
+	readDelivers(t, pcB, id, want[0], want[1]) // and nothing more
+	if got := AllocatedSize + 2*HeaderSize + len(want[0]) + len(want[1]); got > AmplificationFactor*AllocateSize {
+		t.Fatalf("B received %d bytes before its CONFIRM, more than %d × %d", got, AmplificationFactor, AllocateSize)
+	}
 	pcB.WriteTo(appendConfirm(nil, id, confirmBody{side: 1, token: al.token}), relay)
 	readDelivers(t, pcB, id, want[2:]...)
 	var after [][]byte
