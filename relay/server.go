@@ -69,7 +69,7 @@ const (
 	DropWrite                            // the write failed, or a TCP side's queue was full
 	DropRejected                         // ALLOCATE refused (answered with ERROR)
 	DropHoldExpired                      // held, then discarded: held too long, or the channel ended
-	DropUnvalidated                      // for a side whose address is not validated, beyond its credit, and the hold is full
+	DropUnvalidated                      // for a side whose address is not validated, beyond its credit, and the hold cannot take it
 	DropBadToken                         // CONFIRM with a token that is not its side's at its address
 	numDropReasons
 )
@@ -90,7 +90,7 @@ type Stats struct {
 	Forwarded        uint64 // packets delivered (SEND → DELIVER), held ones included
 	ForwardedBytes   uint64 // their opaque payload bytes
 	Held             uint64 // packets held for a side not yet bound or not validated, later Forwarded or dropped
-	Validated        uint64 // UDP sides whose address a CONFIRM validated
+	Validated        uint64 // UDP side addresses validated by a CONFIRM (again after a move)
 	Pings            uint64 // PINGs answered
 	Dropped          [numDropReasons]uint64
 	Rejected         [CodeMalformed + 1]uint64 // ALLOCATEs refused, by ErrorCode
