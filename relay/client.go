@@ -675,15 +675,27 @@ func (c *Client) answer(ch *Channel, h header, body []byte) {
 	ch.answer(nil)
 }
 
-// confirm sends the relay a CONFIRM of ch's side with token. A lost one
-// leaves the side unvalidated until the next ALLOCATED, which a Refresh
-// brings.
+// confirmResends are when a CONFIRM is sent again after the first: the
+// relay does not answer one, and a lost one would leave the side limited
+// to three times what it sends (a receiver sends little) until the next
+// ALLOCATED. A repeat is harmless.
+var confirmResends = []time.Duration{250 * time.Millisecond, time.Second}
+
+// confirm sends the relay a CONFIRM of ch's side with token, now and at
+// confirmResends while ch is open.
 func (c *Client) confirm(ch *Channel, token [TokenSize]byte) {
-	bp := c.bufs.get(ConfirmSize)
-	defer c.bufs.put(bp)
-	pkt := appendConfirm((*bp)[:0], ch.id, confirmBody{side: ch.side, token: token})
-	if err := c.writeUDP(pkt, ch.relay); err != nil {
-		c.log.Debug("relay: confirm send failed", "relay", ch.relay, "err", err)
+	pkt := appendConfirm(make([]byte, 0, ConfirmSize), ch.id, confirmBody{side: ch.side, token: token})
+	send := func() {
+		if ch.closed.Load() {
+			return
+		}
+		if err := c.writeUDP(pkt, ch.relay); err != nil {
+			c.log.Debug("relay: confirm send failed", "relay", ch.relay, "err", err)
+		}
+	}
+	send()
+	for _, d := range confirmResends {
+		time.AfterFunc(d, send)
 	}
 }
 

@@ -317,10 +317,14 @@ func testClientConfirms(t *testing.T) {
 	if o := <-out; o.err != nil {
 		t.Fatal(o.err)
 	}
+	// The relay answers no CONFIRM, so each is sent again, in case it
+	// was lost: three ALLOCATEDs, each CONFIRM repeated at confirmResends.
+	time.Sleep(confirmResends[len(confirmResends)-1] + time.Second)
+	if sent := conn.take(); len(sent) != 3*len(confirmResends) {
+		t.Fatalf("%d packets after the CONFIRMs, want their %d repeats", len(sent), 3*len(confirmResends))
+	}
 }
 
-// TestTokenLifetime: a token is accepted while its secret is the current
-// or the previous one, so for at least tokenSecretLifetime, and not after.
 // TestTokenLifetime: a token is accepted while its secret is the current
 // or the previous one: for at least tokenSecretLifetime, at most twice
 // that. (One made as its secret starts, as here, is accepted through the
