@@ -37,7 +37,10 @@ import (
 // plus `ct status dnat accept` in the lab table's forward chain, whose drop
 // policy would otherwise stop the mapped packets. Deleting a mapping
 // removes its rule; a flow already in conntrack carries on until it times
-// out, as on any Linux router.
+// out, as on any Linux router. The daemon leaves its rules behind when it
+// exits; UPnPDaemon.Stop flushes them, as Debian's service does when it
+// stops (nft_removeall.sh), so that a daemon stopped and started again has
+// lost its mappings as a rebooted router has.
 //
 // The public addresses. miniupnpd refuses to map when its WAN address is a
 // reserved one, and 203.0.113.0/24 (TEST-NET-3) is. Given
@@ -293,20 +296,46 @@ func (d *UPnPDaemon) Log() string {
 	return text
 }
 
-// Stop stops the daemon (SIGTERM, which makes it remove its rules; SIGKILL
-// if it has not exited within 5 s), its STUN responder and its files. It
-// may be called more than once.
+// Stop stops the daemon (SIGTERM; SIGKILL if it has not exited within
+// 5 s), deletes the rules of its mappings, which it leaves behind, and
+// stops its STUN responder and removes its files. It may be called more
+// than once. StartUPnP on the same router then starts a daemon that knows
+// of no mapping, and whose PCP and NAT-PMP epoch starts again from 0.
+//
+// SIGTERM is sent again every 100 ms: the daemon checks the flag its
+// handler sets before it calls select(2), so a signal that lands between
+// the two is missed until select times out (30 s, its SSDP interval),
+// which the lab saw happen more often than not.
 func (d *UPnPDaemon) Stop() error {
 	d.stopOnce.Do(func() {
 		if d.cmd != nil && d.cmd.Process != nil {
 			d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.exited:
-			case <-time.After(5 * time.Second):
-				d.cmd.Process.Kill()
-				<-d.exited
-				d.stopErr = errors.New("lab: miniupnpd did not stop on SIGTERM")
+			tick := time.NewTicker(100 * time.Millisecond)
+			deadline := time.NewTimer(5 * time.Second)
+		wait:
+			for {
+				select {
+				case <-d.exited:
+					break wait
+				case <-tick.C:
+					d.cmd.Process.Signal(syscall.SIGTERM)
+				case <-deadline.C:
+					d.cmd.Process.Kill()
+					<-d.exited
+					d.stopErr = errors.New("lab: miniupnpd did not stop on SIGTERM")
+					break wait
+				}
 			}
+			tick.Stop()
+			deadline.Stop()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			flush := "flush chain inet miniupnpd miniupnpd\n" +
+				"flush chain inet miniupnpd prerouting_miniupnpd\n" +
+				"flush chain inet miniupnpd postrouting_miniupnpd\n"
+			if _, err := execIn(ctx, d.router.ns, flush, "nft", "-f", "-"); err != nil {
+				d.stopErr = errors.Join(d.stopErr, fmt.Errorf("lab: delete miniupnpd's rules: %w", err))
+			}
+			cancel()
 		}
 		if d.stun != nil {
 			d.stun.Close()
