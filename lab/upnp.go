@@ -290,6 +290,51 @@ func (d *UPnPDaemon) waitSockets(ctx context.Context, ports []uint16) error {
 	}
 }
 
+// WaitEpoch waits until the daemon's PCP server, asked from host h on its
+// LAN, answers with an epoch time of at least min seconds (RFC 6887
+// §8.5). A client tells that the daemon restarted from its epoch going
+// back; a restart within a second or two of the last start cannot be told
+// apart, so tests of restarts let the count grow first.
+func (d *UPnPDaemon) WaitEpoch(ctx context.Context, h *Host, min uint32) error {
+	var conn net.Conn
+	err := h.Run(func() (err error) {
+		conn, err = net.Dial("udp4", netip.AddrPortFrom(d.router.lan, 5351).String())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// An ANNOUNCE request (RFC 6887 §7.1): version 2, opcode 0, lifetime
+	// 0, the client's address IPv4-mapped.
+	req := make([]byte, 24)
+	req[0] = 2
+	a := h.Addr().As16()
+	copy(req[8:], a[:])
+	buf := make([]byte, 1100)
+	var epoch uint32
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		conn.Write(req)
+		conn.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		// The answer: version 2, opcode 128, reserved, result 0, lifetime,
+		// epoch time.
+		if n, err := conn.Read(buf); err == nil && n >= 12 && buf[0] == 2 && buf[1] == 0x80 && buf[3] == 0 {
+			if epoch = binary.BigEndian.Uint32(buf[8:12]); epoch >= min {
+				return nil
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-d.exited:
+			return fmt.Errorf("lab: miniupnpd exited (%v)", d.err)
+		case <-ctx.Done():
+			return fmt.Errorf("lab: router %s: PCP epoch %d, want %d: %w", d.router.name, epoch, min, ctx.Err())
+		}
+	}
+}
+
 // Log returns what the daemon has logged so far.
 func (d *UPnPDaemon) Log() string {
 	text, _ := d.log.snapshot()
