@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,8 +27,13 @@ import (
 // which RouterConfig.UPnP adds to the router's ruleset:
 //
 //	table inet miniupnpd {
-//		chain forward { type filter hook forward priority filter; policy accept; jump miniupnpd }
-//		chain miniupnpd { }                 its accepts for mapped ports
+//		counter dropped6 { }
+//		chain forward {
+//			type filter hook forward priority filter; policy accept; jump miniupnpd
+//			meta nfproto ipv6 ct state established,related accept
+//			meta nfproto ipv6 iifname "wan0" counter name "dropped6" drop
+//		}
+//		chain miniupnpd { }                 its accepts for mapped ports and IPv6 pinholes
 //		chain prerouting { type nat hook prerouting priority dstnat; policy accept; jump prerouting_miniupnpd }
 //		chain postrouting { type nat hook postrouting priority srcnat; policy accept; jump postrouting_miniupnpd }
 //		chain prerouting_miniupnpd { }      its DNAT rules: iif "wan0" udp dport E dnat to HOST:P
@@ -35,7 +41,11 @@ import (
 //	}
 //
 // plus `ct status dnat accept` in the lab table's forward chain, whose drop
-// policy would otherwise stop the mapped packets. Deleting a mapping
+// policy would otherwise stop the mapped packets. The lab's own table is
+// IPv4 only; for a router given IPv6 addresses (UPnPConfig.IPv6), the
+// last two rules of the forward chain make it a stateful IPv6 firewall,
+// as home routers are, that lets in from the internet only what a PCP MAP
+// over IPv6 opened: a pinhole, an accept in chain miniupnpd. Deleting a mapping
 // removes its rule; a flow already in conntrack carries on until it times
 // out, as on any Linux router. The daemon leaves its rules behind when it
 // exits; UPnPDaemon.Stop flushes them, as Debian's service does when it
@@ -51,9 +61,13 @@ import (
 // 203.0.113.1, that answers every Binding request from where it came, so
 // the daemon learns its real WAN address and maps.
 const upnpTable = `table inet miniupnpd {
+	counter dropped6 {
+	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		jump miniupnpd
+		meta nfproto ipv6 ct state established,related accept
+		meta nfproto ipv6 iifname "wan0" counter name "dropped6" drop
 	}
 	chain miniupnpd {
 	}
@@ -91,6 +105,14 @@ type UPnPConfig struct {
 	// WANIPConnection:1 service (force_igd_desc_v1=yes): no
 	// AddAnyPortMapping.
 	IGDv1 bool
+	// IPv6 serves PCP over IPv6 too (ipv6_disable=no), whose MAP opens a
+	// firewall pinhole to the LAN host's IPv6 address. The lab gives its
+	// routers no IPv6 addresses: the caller adds them to lan0 (which the
+	// daemon needs to enable IPv6) and wan0 before StartUPnP. The daemon
+	// sends its IPv6 ANNOUNCE to ff02::1 without choosing an interface,
+	// so it goes where the kernel routes ff00::/8 first, not always the
+	// LAN.
+	IPv6 bool
 }
 
 // CheckUPnP reports why this machine cannot run miniupnpd in a lab: the
@@ -213,7 +235,7 @@ http_port=0
 enable_upnp=%s
 enable_natpmp=%s
 force_igd_desc_v1=%s
-ipv6_disable=yes
+ipv6_disable=%s
 secure_mode=yes
 system_uptime=no
 ext_perform_stun=yes
@@ -228,7 +250,7 @@ friendly_name=lab router %s
 uuid=%x-%x-%x-%x-%x
 allow 1024-65535 %v 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
-`, yes(!cfg.NoIGD), yes(!cfg.NoNATPMP), yes(cfg.IGDv1),
+`, yes(!cfg.NoIGD), yes(!cfg.NoNATPMP), yes(cfg.IGDv1), yes(!cfg.IPv6),
 		internetGateway, stunPort, r.name,
 		uuid[0:4], uuid[4:6], uuid[6:8], uuid[8:10], uuid[10:16], lan)
 }
@@ -333,6 +355,27 @@ func (d *UPnPDaemon) WaitEpoch(ctx context.Context, h *Host, min uint32) error {
 			return fmt.Errorf("lab: router %s: PCP epoch %d, want %d: %w", d.router.name, epoch, min, ctx.Err())
 		}
 	}
+}
+
+// DroppedIPv6 returns how many IPv6 packets from the internet the
+// router's firewall has dropped because no pinhole let them in (see
+// UPnPConfig.IPv6). Tests wait on it to know a packet arrived.
+func (r *Router) DroppedIPv6(ctx context.Context) (uint64, error) {
+	if !r.config.UPnP {
+		return 0, nil
+	}
+	out, err := execIn(ctx, r.ns, "", "nft", "list", "counter", "inet", "miniupnpd", "dropped6")
+	if err != nil {
+		return 0, err
+	}
+	// "... counter dropped6 { packets 3 bytes 126 } ..."
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "packets" {
+			return strconv.ParseUint(f[i+1], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("lab: no packet count in %q", out)
 }
 
 // Log returns what the daemon has logged so far.
