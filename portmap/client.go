@@ -78,7 +78,10 @@ func (e *RefusedError) Error() string {
 type Config struct {
 	// Gateway is the router to ask for mappings. Zero means the IPv4
 	// default gateway (DefaultGateway), looked up again on every Map and
-	// Renew so that a change of network is noticed.
+	// Renew so that a change of network is noticed. An IPv6 gateway is
+	// asked with PCP only, the one protocol of the three that speaks
+	// IPv6, for a mapping of the IPv6 address this machine sends to it
+	// from: on a router without IPv6 NAT, a firewall pinhole.
 	Gateway netip.Addr
 
 	// Protocols are the protocols to try, in order of preference. Nil
@@ -319,8 +322,8 @@ func (c *Client) gateway() (netip.Addr, error) {
 		}
 	}
 	gw = gw.Unmap()
-	if !gw.Is4() {
-		return netip.Addr{}, fmt.Errorf("portmap: gateway %v: only IPv4 gateways are supported", gw)
+	if gw.IsUnspecified() || gw.IsMulticast() {
+		return netip.Addr{}, fmt.Errorf("portmap: gateway %v is not a router's address", gw)
 	}
 	return gw, nil
 }
@@ -335,6 +338,12 @@ func (c *Client) mapLocked(ctx context.Context, port uint16) (Mapping, error) {
 	gw, err := c.gateway()
 	if err != nil {
 		return Mapping{}, err
+	}
+	if gw.Is6() {
+		if !enabled(protos, PCP) {
+			return Mapping{}, fmt.Errorf("portmap: gateway %v: only PCP maps over IPv6, and it is not among the protocols configured", gw)
+		}
+		protos = []Protocol{PCP}
 	}
 	prev := c.current()
 	if prev != nil && (prev.Gateway != gw || prev.Internal.Port() != port) {
@@ -471,7 +480,7 @@ func newState(p Protocol, gw netip.Addr, internal, external netip.AddrPort, life
 // address and port.
 func checkExternal(p Protocol, ext netip.AddrPort) error {
 	a := ext.Addr()
-	if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || ext.Port() == 0 {
+	if !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || ext.Port() == 0 {
 		return fmt.Errorf("%s: gateway answered an unusable external address %v", p, ext)
 	}
 	return nil

@@ -120,7 +120,7 @@ func pcpServer(req []byte) [][]byte {
 		if binary.BigEndian.Uint16(body[18:20]) == 0 {
 			copy(body[18:20], body[16:18])
 		}
-		a := pcpAddr(fakePublic)
+		a := pcpAddr(fakePublic, fakePublic)
 		copy(body[20:], a[:])
 		return [][]byte{append(hdr(pcpOpMap, pcpSuccess, req[4:8]), body...)}
 	}
@@ -182,7 +182,7 @@ func TestPCP(t *testing.T) {
 		t.Fatalf("requests %x, want ANNOUNCE, MAP, MAP (renew), MAP (delete)", reqs)
 	}
 	mp, renew, del := reqs[1], reqs[2], reqs[3]
-	client := pcpAddr(loopback)
+	client := pcpAddr(loopback, loopback)
 	if string(mp[8:24]) != string(client[:]) {
 		t.Errorf("client address %x, want %x", mp[8:24], client)
 	}
@@ -356,9 +356,13 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := c.Renew(t.Context()); !errors.Is(err, ErrNoMapping) {
 		t.Errorf("Renew without a mapping: %v", err)
 	}
-	c = New(Config{Gateway: netip.MustParseAddr("fe80::1")})
-	if _, err := c.Map(t.Context(), 4000); err == nil || !strings.Contains(err.Error(), "IPv4") {
-		t.Errorf("IPv6 gateway: %v", err)
+	c = New(Config{Gateway: netip.MustParseAddr("fe80::1"), Protocols: []Protocol{UPnP, NATPMP}})
+	if _, err := c.Map(t.Context(), 4000); err == nil || !strings.Contains(err.Error(), "only PCP maps over IPv6") {
+		t.Errorf("IPv6 gateway without PCP: %v", err)
+	}
+	c = New(Config{Gateway: netip.IPv4Unspecified()})
+	if _, err := c.Map(t.Context(), 4000); err == nil {
+		t.Error("gateway 0.0.0.0 accepted")
 	}
 }
 

@@ -8,7 +8,8 @@ import (
 )
 
 // PCP, RFC 6887, on the same port as NAT-PMP (5351). Every field is
-// big-endian; addresses are 16 bytes, IPv4 ones IPv4-mapped (§5).
+// big-endian; addresses are 16 bytes, IPv4 ones IPv4-mapped (§5). PCP
+// runs over IPv4 or IPv6, to the gateway's address in either family.
 //
 // Request header (§7.1), 24 bytes:
 //
@@ -105,12 +106,16 @@ func (r pcpResult) String() string {
 // pcpNonce identifies one mapping across its MAP requests (§11.1).
 type pcpNonce [pcpNonceLen]byte
 
-// pcpAddr returns a as PCP's 16-byte address: IPv4-mapped for IPv4, and
-// for the zero Addr the IPv4 all-zeros address ::ffff:0.0.0.0, which
-// means "no preference" in an IPv4 MAP request (§11.1, §5).
-func pcpAddr(a netip.Addr) [16]byte {
+// pcpAddr returns a as PCP's 16-byte address: IPv4-mapped for IPv4. The
+// zero Addr becomes the all-zeros address of the family of like, which
+// means "no preference" in a MAP request and asks for a mapping in that
+// family (§11.1, §5): ::ffff:0.0.0.0 for IPv4, :: for IPv6.
+func pcpAddr(a, like netip.Addr) [16]byte {
 	if !a.IsValid() {
 		a = netip.IPv4Unspecified()
+		if like.Is6() && !like.Is4In6() {
+			a = netip.IPv6Unspecified()
+		}
 	}
 	return a.As16()
 }
@@ -119,7 +124,7 @@ func pcpAddr(a netip.Addr) [16]byte {
 func appendPCPHeader(b []byte, op uint8, lifetime uint32, client netip.Addr) []byte {
 	b = append(b, pcpVersion, op, 0, 0)
 	b = binary.BigEndian.AppendUint32(b, lifetime)
-	a := pcpAddr(client)
+	a := pcpAddr(client, client)
 	return append(b, a[:]...)
 }
 
@@ -131,14 +136,17 @@ func appendPCPAnnounce(b []byte, client netip.Addr) []byte {
 // appendPCPMap appends a MAP request for UDP to b: from client (the
 // address the request is sent from) for internalPort, suggesting
 // external (either part may be zero for "no preference"), for lifetime
-// seconds (0 deletes the mapping).
+// seconds (0 deletes the mapping). The mapping asked for is in client's
+// family: a NAT mapping for an IPv4 client, and for an IPv6 client
+// whatever the gateway does for IPv6, a firewall pinhole to client's
+// own address where there is no NAT (§11.1).
 func appendPCPMap(b []byte, nonce pcpNonce, client netip.Addr, internalPort uint16, external netip.AddrPort, lifetime uint32) []byte {
 	b = appendPCPHeader(b, pcpOpMap, lifetime, client)
 	b = append(b, nonce[:]...)
 	b = append(b, pcpProtoUDP, 0, 0, 0)
 	b = binary.BigEndian.AppendUint16(b, internalPort)
 	b = binary.BigEndian.AppendUint16(b, external.Port())
-	a := pcpAddr(external.Addr())
+	a := pcpAddr(external.Addr(), client)
 	return append(b, a[:]...)
 }
 

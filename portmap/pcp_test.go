@@ -32,6 +32,38 @@ func TestPCPRequests(t *testing.T) {
 	}
 }
 
+// PCP over IPv6. pcp-map-ipv6.hex is built by hand from the layouts of
+// RFC 6887 §7.1, §7.2 and §11.1, not captured: the lab's miniupnpd runs
+// IPv4 only. The client's address is a plain IPv6 address, no preference
+// for the external address is ::, and the answer of a gateway without
+// IPv6 NAT (a pinhole) names the client's own address.
+func TestPCPIPv6(t *testing.T) {
+	client := netip.MustParseAddr("2001:db8::2")
+	wantReq, resp := golden(t, "pcp-map-ipv6")
+	if got := appendPCPMap(nil, testNonce, client, 5200, netip.AddrPortFrom(netip.Addr{}, 5200), 7200); !bytes.Equal(got, wantReq) {
+		t.Errorf("request\n %x, want\n %x", got, wantReq)
+	}
+	got, err := parsePCPResponse(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pcpResponse{Op: 0x81, Lifetime: 7200, Epoch: 3600, Nonce: testNonce, Protocol: 17, InternalPort: 5200,
+		External: netip.AddrPortFrom(client, 5200)}
+	if got != want {
+		t.Errorf("response\n %+v, want\n %+v", got, want)
+	}
+	// A renewal suggests the address it was given, as it is.
+	renew := appendPCPMap(nil, testNonce, client, 5200, want.External, 7200)
+	if got := netip.AddrFrom16([16]byte(renew[pcpHeaderLen+20:])); got != client {
+		t.Errorf("renewal suggests %v, want %v", got, client)
+	}
+	// An IPv4-mapped client is an IPv4 one.
+	v4 := appendPCPMap(nil, testNonce, netip.MustParseAddr("::ffff:10.0.1.2"), 1, netip.AddrPort{}, 1)
+	if got := v4[pcpHeaderLen+20:]; !bytes.Equal(got, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0}) {
+		t.Errorf("IPv4-mapped client: suggested external address %x, want ::ffff:0.0.0.0", got)
+	}
+}
+
 func TestParsePCPResponse(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -87,7 +119,7 @@ func TestParsePCPResponseFromNATPMPServer(t *testing.T) {
 }
 
 func FuzzParsePCPResponse(f *testing.F) {
-	for _, name := range []string{"pcp-announce", "pcp-map", "pcp-delete", "pcp-map-unauthorized"} {
+	for _, name := range []string{"pcp-announce", "pcp-map", "pcp-delete", "pcp-map-unauthorized", "pcp-map-ipv6"} {
 		_, resp := golden(f, name)
 		f.Add(resp)
 	}

@@ -321,7 +321,11 @@ func udpError(err error) error {
 // from, which PCP carries in its header and UPnP names as the internal
 // client.
 func (c *Client) dialGateway(ctx context.Context, gw netip.Addr, port uint16) (net.Conn, netip.AddrPort, error) {
-	conn, err := c.dial(ctx, "udp4", netip.AddrPortFrom(gw, port).String())
+	network := "udp4"
+	if gw.Is6() {
+		network = "udp6"
+	}
+	conn, err := c.dial(ctx, network, netip.AddrPortFrom(gw, port).String())
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
