@@ -101,6 +101,15 @@ type Config struct {
 	// net.Dialer's.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
+	// ListenMulticast opens the socket on which the client hears the
+	// gateway announce that it restarted or changed its address: UDP port
+	// 5350, joined to group (224.0.0.1, or ff02::1 for an IPv6 gateway)
+	// on ifi, the interface with the client's address on the gateway's
+	// LAN, or nil if that was not found. Nil means net.ListenMulticastUDP,
+	// which shares the port with other programs (SO_REUSEADDR). If it
+	// fails, a restart is noticed at the next renewal.
+	ListenMulticast func(network string, ifi *net.Interface, group *net.UDPAddr) (net.PacketConn, error)
+
 	// Logger receives debug logs of probes and requests and info logs of
 	// mappings made and deleted. Nil means no logs.
 	Logger *slog.Logger
@@ -128,28 +137,39 @@ func (m Mapping) String() string {
 
 // Client maps one UDP port on the gateway with PCP, NAT-PMP or UPnP IGD,
 // renews the mapping and deletes it. It remembers which protocol worked,
-// so a renewal is one round trip. Its methods are safe for concurrent
+// so a renewal is one round trip. With PCP and NAT-PMP it also listens
+// for the gateway's announcements, and maps again by itself when the
+// gateway restarts (see Changed). Its methods are safe for concurrent
 // use; Map, Renew and Close run one at a time.
 type Client struct {
-	cfg  Config
-	log  *slog.Logger
-	http *http.Client
+	cfg     Config
+	log     *slog.Logger
+	http    *http.Client
+	changed chan struct{} // Changed; buffered, holds at most one
 
 	// Where the gateway is asked; tests move them to run fake gateways on
 	// loopback, and turn multicast off so nothing leaves it.
 	pmpPort   uint16         // PCP and NAT-PMP
 	ssdpPort  uint16         // unicast M-SEARCH to the gateway
 	ssdpGroup netip.AddrPort // multicast M-SEARCH; zero for none
+	// announceJitter bounds the random wait before mapping again after
+	// an announcement; tests set 0.
+	announceJitter time.Duration
 
-	// op serializes Map, Renew and Close, and is held across their round
-	// trips (each bounded by the timeouts above). It protects known.
-	// Lock order: op, then mu.
+	// op serializes Map, Renew, Close and the remapping after an
+	// announcement, and is held across their round trips (each bounded by
+	// the timeouts above). It protects known. Lock order: op, then mu.
 	op    sync.Mutex
 	known gatewayInfo
+
+	// lwg counts the listener goroutines, which Close waits for. A
+	// listener goroutine takes op, so nothing that holds op waits for it.
+	lwg sync.WaitGroup
 
 	mu     sync.Mutex // protects the fields below
 	closed bool
 	cur    *mapState // the current mapping, or nil
+	lis    *listener // hears the current gateway's announcements, or nil
 }
 
 // gatewayInfo is what the client learned about one gateway.
@@ -158,6 +178,10 @@ type gatewayInfo struct {
 	proto       Protocol    // the protocol that last worked, or ""
 	pmpExternal netip.Addr  // NAT-PMP: the external address
 	upnp        upnpService // UPnP: the service found
+
+	// The epoch times the gateway's servers last answered with, which
+	// tell when it has lost its mappings (epoch.observe).
+	pcpEpoch, pmpEpoch epoch
 }
 
 // mapState is a mapping with what it takes to renew and delete it.
@@ -165,16 +189,22 @@ type mapState struct {
 	Mapping
 	nonce pcpNonce    // PCP
 	upnp  upnpService // UPnP
+
+	// lost: the epoch of the answer that granted it showed that the
+	// gateway had lost its state since the answer before (PCP, NAT-PMP).
+	lost bool
 }
 
 // New returns a Client configured by cfg. It sends nothing until Map.
 func New(cfg Config) *Client {
 	c := &Client{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		pmpPort:   pmpPort,
-		ssdpPort:  ssdpPort,
-		ssdpGroup: netip.MustParseAddrPort(ssdpMulticast),
+		cfg:            cfg,
+		log:            cfg.Logger,
+		changed:        make(chan struct{}, 1),
+		pmpPort:        pmpPort,
+		ssdpPort:       ssdpPort,
+		ssdpGroup:      netip.MustParseAddrPort(ssdpMulticast),
+		announceJitter: announceJitter,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -229,6 +259,24 @@ func (c *Client) Renew(ctx context.Context) (Mapping, error) {
 	return c.mapLocked(ctx, cur.Internal.Port())
 }
 
+// Changed returns a channel that receives a value after the client has
+// found that the gateway lost the mapping, and has mapped again: because
+// the gateway announced that it restarted or changed its external address
+// (PCP ANNOUNCE, NAT-PMP address announcement), or because the epoch time
+// in an answer to Renew showed a restart. Current then tells the mapping,
+// whose External may have changed; if mapping again failed, there is
+// none, and Map should be called later. Values do not queue: one stands
+// for any number of changes since the last receive.
+func (c *Client) Changed() <-chan struct{} { return c.changed }
+
+// notify sends on Changed without blocking.
+func (c *Client) notify() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
 // Current returns the current mapping, if there is one. It may have
 // expired if Renew has not been called.
 func (c *Client) Current() (Mapping, bool) {
@@ -244,14 +292,24 @@ func (c *Client) Current() (Mapping, bool) {
 // not confirm the deletion; the mapping then lasts until it expires.
 // Closing twice is a no-op.
 func (c *Client) Close(ctx context.Context) error {
-	c.op.Lock()
-	defer c.op.Unlock()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil
 	}
 	c.closed = true
+	lis := c.lis
+	c.lis = nil
+	c.mu.Unlock()
+	// Before taking op: a listener goroutine may be waiting for it.
+	if lis != nil {
+		lis.stop()
+	}
+	c.lwg.Wait()
+
+	c.op.Lock()
+	defer c.op.Unlock()
+	c.mu.Lock()
 	cur := c.cur
 	c.cur = nil
 	c.mu.Unlock()
@@ -328,6 +386,23 @@ func (c *Client) gateway() (netip.Addr, error) {
 	return gw, nil
 }
 
+// observeEpochLocked records the epoch time server in an answer of p's
+// server on the gateway, received at now, and reports whether it shows
+// that the gateway has lost its state. c.op must be held.
+func (c *Client) observeEpochLocked(p Protocol, server uint32, now time.Time) (lost bool) {
+	e, other := &c.known.pcpEpoch, &c.known.pmpEpoch
+	if p == NATPMP {
+		e, other = other, e
+	}
+	if e.observe(p, server, now) {
+		return false
+	}
+	// A server that speaks both protocols restarted both counts; the
+	// other's next answer starts afresh rather than tell the same news.
+	*other = epoch{}
+	return true
+}
+
 // mapLocked maps internalPort, renewing the current mapping if it is for
 // the same port on the same gateway. c.op must be held.
 func (c *Client) mapLocked(ctx context.Context, port uint16) (Mapping, error) {
@@ -398,9 +473,14 @@ func (c *Client) mapLocked(ctx context.Context, port uint16) (Mapping, error) {
 		case UPnP:
 			c.known.upnp = res.upnp
 		}
+		lost := false
+		if !res.epochAt.IsZero() {
+			lost = c.observeEpochLocked(p, res.epoch, res.epochAt)
+		}
 		st, err := c.mapWith(ctx, p, gw, port, prev)
 		if err == nil {
 			c.known.proto = p
+			st.lost = st.lost || lost
 			return c.commit(st, prev), nil
 		}
 		c.log.Debug("portmap: map", "protocol", p, "gateway", gw, "err", err)
@@ -431,14 +511,22 @@ func enabled(protos []Protocol, p Protocol) bool {
 	return false
 }
 
-// commit makes st the current mapping and logs it if it is new or
-// changed.
+// commit makes st the current mapping, logs it if it is new or changed,
+// listens for the gateway's announcements, and says on Changed if the
+// gateway had lost prev. c.op must be held.
 func (c *Client) commit(st, prev *mapState) Mapping {
 	c.setCurrent(st)
-	if prev == nil || prev.External != st.External || prev.Protocol != st.Protocol {
+	switch {
+	case prev != nil && st.lost:
+		c.log.Info("portmap: the gateway had lost the mapping; mapped again", "protocol", st.Protocol, "external", st.External, "was", prev.External, "gateway", st.Gateway)
+	case prev == nil || prev.External != st.External || prev.Protocol != st.Protocol:
 		c.log.Info("portmap: mapped", "protocol", st.Protocol, "external", st.External, "internal", st.Internal, "gateway", st.Gateway, "lifetime", st.Lifetime)
-	} else {
+	default:
 		c.log.Debug("portmap: renewed", "protocol", st.Protocol, "external", st.External, "lifetime", st.Lifetime)
+	}
+	c.listenLocked(st)
+	if prev != nil && st.lost {
+		c.notify()
 	}
 	return st.Mapping
 }

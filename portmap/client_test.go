@@ -37,7 +37,16 @@ type fakeUDP struct {
 }
 
 func newFakeUDP(t *testing.T, handle func(req []byte) [][]byte) *fakeUDP {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	return newFakeUDPOn(t, "udp4", handle)
+}
+
+// newFakeUDPOn is newFakeUDP on IPv4 or IPv6 (network "udp6") loopback.
+func newFakeUDPOn(t *testing.T, network string, handle func(req []byte) [][]byte) *fakeUDP {
+	addr := "127.0.0.1:0"
+	if network == "udp6" {
+		addr = "[::1]:0"
+	}
+	pc, err := net.ListenPacket(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,16 +146,24 @@ func closedPort(t *testing.T) uint16 {
 	return uint16(pc.LocalAddr().(*net.UDPAddr).Port)
 }
 
-// newTestClient returns a client of a gateway on loopback whose PCP and
-// NAT-PMP server is on pmpPort and SSDP responder on ssdpPort, with
-// multicast off so that nothing leaves loopback.
+// newTestClient returns a client of a gateway on loopback (127.0.0.1
+// unless cfg says) whose PCP and NAT-PMP server is on pmpPort and SSDP
+// responder on ssdpPort, with multicast off so that nothing leaves
+// loopback: it hears announcements on a loopback socket unless cfg says
+// otherwise (hearOnLoopback), and maps again after one without delay.
 func newTestClient(t *testing.T, cfg Config, pmpPort, ssdpPort uint16) *Client {
-	cfg.Gateway = loopback
+	if !cfg.Gateway.IsValid() {
+		cfg.Gateway = loopback
+	}
+	if cfg.ListenMulticast == nil {
+		hearOnLoopback(&cfg)
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c := New(cfg)
 	c.pmpPort = pmpPort
 	c.ssdpPort = ssdpPort
 	c.ssdpGroup = netip.AddrPort{}
+	c.announceJitter = 0
 	return c
 }
 

@@ -80,10 +80,29 @@ func newLabEnv(t *testing.T, name string) *labEnv {
 
 // clientConfig returns cfg with the client's sockets opened in h's
 // namespace, its gateway h's router, and its logs in the test's output.
+// The socket for the router's announcements joins the group on h's eth0
+// unless cfg has its own ListenMulticast.
 func clientConfig(t *testing.T, h *lab.Host, cfg portmap.Config) portmap.Config {
 	cfg.Gateway = h.Router().LANAddr()
 	cfg.ListenPacket = func(_ context.Context, network, address string) (net.PacketConn, error) {
 		return h.ListenPacket(network, address)
+	}
+	if cfg.ListenMulticast == nil {
+		cfg.ListenMulticast = func(network string, _ *net.Interface, group *net.UDPAddr) (pc net.PacketConn, err error) {
+			err = h.Run(func() error {
+				ifi, err := net.InterfaceByName("eth0")
+				if err != nil {
+					return err
+				}
+				uc, err := net.ListenMulticastUDP(network, ifi, group)
+				if err != nil {
+					return err
+				}
+				pc = uc
+				return nil
+			})
+			return pc, err
+		}
 	}
 	cfg.Dial = func(ctx context.Context, network, address string) (c net.Conn, err error) {
 		err = h.Run(func() error {
@@ -284,5 +303,123 @@ func notReaching(t *testing.T, pub *lab.Host, ext netip.AddrPort, sock net.Packe
 		if string(buf[:n]) == token {
 			t.Fatalf("a packet to %v reached the host without a mapping", ext)
 		}
+	}
+}
+
+// TestLabRestart restarts the router's miniupnpd under a mapping, which
+// loses it: UPnPDaemon.Stop deletes its rules, as a router's service does
+// when the daemon stops, and the daemon started again knows nothing of
+// them. The client must notice, from the ANNOUNCE the
+// daemon multicasts when it starts or, without a socket to hear it, from
+// the epoch time in the answer to its next renewal, and map again, so
+// that the internet reaches the port once more.
+func TestLabRestart(t *testing.T) {
+	lab.RequireUPnP(t)
+	l := lab.NewTest(t, lab.Config{Name: "pmrestart"})
+	pub, err := l.AddPublicHost("pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := l.AddNATHostConfig("alice", lab.RouterConfig{Kind: lab.EIM, UPnP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &labEnv{pub: pub}
+	router := h.Router()
+	d, err := router.StartUPnP(t.Context(), lab.UPnPConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // before the lab's Close, registered earlier
+		if t.Failed() {
+			t.Logf("miniupnpd:\n%s", d.Log())
+		}
+		if err := d.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	// restart stops the daemon, checks that the mapping ext is gone, and
+	// starts it again.
+	restart := func(t *testing.T, ext netip.AddrPort, sock net.PacketConn) {
+		t.Helper()
+		if err := d.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		notReaching(t, env.pub, ext, sock)
+		if d, err = router.StartUPnP(t.Context(), lab.UPnPConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	noListen := func(string, *net.Interface, *net.UDPAddr) (net.PacketConn, error) {
+		return nil, errors.New("no socket for announcements in this test")
+	}
+
+	for i, tc := range []struct {
+		name  string
+		proto portmap.Protocol
+		hear  bool // the client can hear the daemon's ANNOUNCE
+	}{
+		{"announce", portmap.PCP, true},
+		{"renew-pcp", portmap.PCP, false},
+		{"renew-natpmp", portmap.NATPMP, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := uint16(4501 + i)
+			sock, err := h.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sock.Close()
+			cfg := portmap.Config{Protocols: []portmap.Protocol{tc.proto}}
+			if !tc.hear {
+				cfg.ListenMulticast = noListen
+			}
+			c := portmap.New(clientConfig(t, h, cfg))
+			defer c.Close(context.Background())
+
+			// A restart is told from the epoch going back, which it
+			// does only once the daemon has counted a few seconds.
+			ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+			defer cancel()
+			if err := d.WaitEpoch(ctx, h, 4); err != nil {
+				t.Fatal(err)
+			}
+			m, err := c.Map(t.Context(), port)
+			if err != nil {
+				t.Fatalf("Map: %v", err)
+			}
+			reaching(t, env.pub, m.External, sock)
+			restart(t, m.External, sock)
+			start := time.Now()
+			if tc.hear {
+				select {
+				case <-c.Changed():
+				case <-time.After(15 * time.Second):
+					t.Fatal("the client did not map again within 15s of the daemon's restart")
+				}
+			} else {
+				if _, err := c.Renew(t.Context()); err != nil {
+					t.Fatalf("Renew: %v", err)
+				}
+				select {
+				case <-c.Changed():
+				default:
+					t.Fatal("Renew did not notice that the daemon had restarted")
+				}
+			}
+			m2, ok := c.Current()
+			if !ok {
+				t.Fatal("no mapping after the restart")
+			}
+			t.Logf("mapped again %v after the restart: %v", time.Since(start).Round(time.Millisecond), m2)
+			if m2.External.Addr() != router.PublicAddr() {
+				t.Errorf("External = %v, want the router's public address %v", m2.External, router.PublicAddr())
+			}
+			reaching(t, env.pub, m2.External, sock)
+			if err := c.Close(t.Context()); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			notReaching(t, env.pub, m2.External, sock)
+		})
 	}
 }

@@ -38,8 +38,12 @@ import (
 //	18 2  suggested (request) or assigned (response) external port
 //	20 16 suggested or assigned external address
 //
-// ANNOUNCE (opcode 0, §14.1) is the header alone; the client sends it only
-// as a probe, to learn whether a PCP server is there.
+// ANNOUNCE (opcode 0, §14.1) is the header alone. The client sends it as a
+// probe, to learn whether a PCP server is there. A server that starts, or
+// whose external address changes, multicasts an unsolicited ANNOUNCE
+// response to 224.0.0.1:5350 and [ff02::1]:5350 (§14.1.3): a header with
+// result SUCCESS, lifetime 0 and the new epoch time, which the client hears
+// to map again at once (see parseAnnouncement).
 //
 // A NAT-PMP-only server answers any request whose version is not 0 with a
 // NAT-PMP "unsupported version" response: version 0, result code 1 (RFC

@@ -23,6 +23,10 @@ type probeResult struct {
 
 	pmpExternal netip.Addr  // NAT-PMP: the external address
 	upnp        upnpService // UPnP: the service to use
+
+	// PCP and NAT-PMP: the epoch time in the answer, and when it came.
+	epoch   uint32
+	epochAt time.Time
 }
 
 // prober runs one probe per protocol at once. Each probe ends by itself
@@ -75,18 +79,24 @@ func (c *Client) probePCP(ctx context.Context, gw netip.Addr) probeResult {
 		return probeResult{err: fmt.Errorf("pcp: %w", err)}
 	}
 	defer conn.Close()
+	var res probeResult
 	err = exchange(ctx, conn, appendPCPAnnounce(nil, local.Addr()), probeWaits, func(b []byte) (bool, error) {
 		r, err := parsePCPResponse(b)
 		if errors.Is(err, errPCPSpeaksNATPMP) {
 			return true, err
 		}
 		// Any ANNOUNCE answer, even an error code, shows a PCP server.
-		return err == nil && r.Op == pcpOpReply|pcpOpAnnounce, nil
+		if err != nil || r.Op != pcpOpReply|pcpOpAnnounce {
+			return false, nil
+		}
+		res.epoch, res.epochAt = r.Epoch, time.Now()
+		return true, nil
 	})
 	if err != nil {
 		return probeResult{err: fmt.Errorf("pcp: %v:%d: %w", gw, c.pmpPort, err)}
 	}
-	return probeResult{present: true, ok: true}
+	res.present, res.ok = true, true
+	return res
 }
 
 func (c *Client) probePMP(ctx context.Context, gw netip.Addr) probeResult {
@@ -103,13 +113,21 @@ func (c *Client) probePMP(ctx context.Context, gw netip.Addr) probeResult {
 	case err != nil:
 		return probeResult{err: fmt.Errorf("nat-pmp: %v:%d: %w", gw, c.pmpPort, err)}
 	}
-	return probeResult{present: true, ok: true, pmpExternal: ext}
+	return probeResult{present: true, ok: true, pmpExternal: ext.addr, epoch: ext.epoch, epochAt: ext.at}
+}
+
+// pmpAddress is a NAT-PMP server's answer to an external address
+// request: the address, and the epoch time with when it came.
+type pmpAddress struct {
+	addr  netip.Addr
+	epoch uint32
+	at    time.Time
 }
 
 // pmpExternalAddr asks the NAT-PMP server at the other end of conn for
 // the external address.
-func (c *Client) pmpExternalAddr(ctx context.Context, conn net.Conn, waits []time.Duration) (netip.Addr, error) {
-	var ext netip.Addr
+func (c *Client) pmpExternalAddr(ctx context.Context, conn net.Conn, waits []time.Duration) (pmpAddress, error) {
+	var ext pmpAddress
 	err := exchange(ctx, conn, appendPMPAddrRequest(nil), waits, func(b []byte) (bool, error) {
 		r, err := parsePMPResponse(b)
 		if err != nil || r.Op != pmpOpReply|pmpOpAddr {
@@ -118,14 +136,14 @@ func (c *Client) pmpExternalAddr(ctx context.Context, conn net.Conn, waits []tim
 		if r.Result != pmpSuccess {
 			return true, &RefusedError{Protocol: NATPMP, Code: int(r.Result), Reason: r.Result.String()}
 		}
-		ext = r.External
+		ext = pmpAddress{addr: r.External, epoch: r.Epoch, at: time.Now()}
 		return true, nil
 	})
 	if err != nil {
-		return netip.Addr{}, err
+		return pmpAddress{}, err
 	}
-	if err := checkExternal(NATPMP, netip.AddrPortFrom(ext, 1)); err != nil {
-		return netip.Addr{}, err
+	if err := checkExternal(NATPMP, netip.AddrPortFrom(ext.addr, 1)); err != nil {
+		return pmpAddress{}, err
 	}
 	return ext, nil
 }

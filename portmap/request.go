@@ -9,11 +9,15 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"time"
 )
 
 // mapPCP sends a PCP MAP request for port (RFC 6887 §11). Renewing prev,
 // it reuses its nonce and asks for its external address and port;
-// otherwise it asks for the same port as the internal one.
+// otherwise it asks for the same port as the internal one. The answer's
+// epoch time tells whether the gateway lost its state since its last
+// answer (§8.5): a renewal then has created the mapping anew, which the
+// gateway does for a nonce it does not know.
 func (c *Client) mapPCP(ctx context.Context, gw netip.Addr, port uint16, prev *mapState) (*mapState, error) {
 	conn, local, err := c.dialGateway(ctx, gw, c.pmpPort)
 	if err != nil {
@@ -26,7 +30,10 @@ func (c *Client) mapPCP(ctx context.Context, gw netip.Addr, port uint16, prev *m
 		nonce, suggest = prev.nonce, prev.External
 	}
 	req := appendPCPMap(nil, nonce, local.Addr(), port, suggest, c.lifetime())
-	var resp pcpResponse
+	var (
+		resp pcpResponse
+		at   time.Time
+	)
 	err = exchange(ctx, conn, req, requestWaits, func(b []byte) (bool, error) {
 		r, err := parsePCPResponse(b)
 		if errors.Is(err, errPCPSpeaksNATPMP) {
@@ -41,7 +48,7 @@ func (c *Client) mapPCP(ctx context.Context, gw netip.Addr, port uint16, prev *m
 		if r.Nonce != nonce || r.Protocol != pcpProtoUDP || r.InternalPort != port {
 			return false, nil // the answer to some other request
 		}
-		resp = r
+		resp, at = r, time.Now()
 		return true, nil
 	})
 	if err != nil {
@@ -55,6 +62,7 @@ func (c *Client) mapPCP(ctx context.Context, gw netip.Addr, port uint16, prev *m
 	}
 	st := newState(PCP, gw, netip.AddrPortFrom(local.Addr(), port), resp.External, resp.Lifetime)
 	st.nonce = nonce
+	st.lost = c.observeEpochLocked(PCP, resp.Epoch, at)
 	return st, nil
 }
 
@@ -94,25 +102,37 @@ func pcpError(gw netip.Addr, port uint16, err error) error {
 
 // mapPMP sends a NAT-PMP UDP mapping request for port (RFC 6886 §3.3),
 // after an external address request if the probe did not learn it.
-// Renewing prev, it asks for the same external port.
+// Renewing prev, it asks for the same external port. When the answer's
+// epoch time shows that the gateway lost its state (§3.6), it asks for
+// the external address again, which may have changed with it.
 func (c *Client) mapPMP(ctx context.Context, gw netip.Addr, port uint16, prev *mapState) (*mapState, error) {
 	conn, local, err := c.dialGateway(ctx, gw, c.pmpPort)
 	if err != nil {
 		return nil, fmt.Errorf("nat-pmp: %w", err)
 	}
 	defer conn.Close()
-	ext := c.known.pmpExternal
-	if !ext.IsValid() {
-		if ext, err = c.pmpExternalAddr(ctx, conn, requestWaits); err != nil {
-			return nil, pmpError(gw, c.pmpPort, err)
+	learn := func() error {
+		a, err := c.pmpExternalAddr(ctx, conn, requestWaits)
+		if err != nil {
+			return pmpError(gw, c.pmpPort, err)
 		}
-		c.known.pmpExternal = ext
+		c.known.pmpExternal = a.addr
+		c.observeEpochLocked(NATPMP, a.epoch, a.at)
+		return nil
+	}
+	if !c.known.pmpExternal.IsValid() {
+		if err := learn(); err != nil {
+			return nil, err
+		}
 	}
 	suggest := port
 	if prev != nil {
 		suggest = prev.External.Port()
 	}
-	var resp pmpResponse
+	var (
+		resp pmpResponse
+		at   time.Time
+	)
 	err = exchange(ctx, conn, appendPMPMapRequest(nil, port, suggest, c.lifetime()), requestWaits, func(b []byte) (bool, error) {
 		r, err := parsePMPResponse(b)
 		if err != nil || r.Op != pmpOpReply|pmpOpMapUDP {
@@ -124,7 +144,7 @@ func (c *Client) mapPMP(ctx context.Context, gw netip.Addr, port uint16, prev *m
 		if r.InternalPort != port {
 			return false, nil
 		}
-		resp = r
+		resp, at = r, time.Now()
 		return true, nil
 	})
 	if err != nil {
@@ -133,11 +153,19 @@ func (c *Client) mapPMP(ctx context.Context, gw netip.Addr, port uint16, prev *m
 	if resp.Lifetime == 0 {
 		return nil, errors.New("nat-pmp: gateway granted a zero lifetime")
 	}
-	external := netip.AddrPortFrom(ext, resp.ExternalPort)
+	lost := c.observeEpochLocked(NATPMP, resp.Epoch, at)
+	if lost {
+		if err := learn(); err != nil {
+			return nil, err
+		}
+	}
+	external := netip.AddrPortFrom(c.known.pmpExternal, resp.ExternalPort)
 	if err := checkExternal(NATPMP, external); err != nil {
 		return nil, err
 	}
-	return newState(NATPMP, gw, netip.AddrPortFrom(local.Addr(), port), external, resp.Lifetime), nil
+	st := newState(NATPMP, gw, netip.AddrPortFrom(local.Addr(), port), external, resp.Lifetime)
+	st.lost = lost
+	return st, nil
 }
 
 // releasePMP deletes st with a mapping request of lifetime 0 and
