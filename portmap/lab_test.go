@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -238,7 +239,18 @@ func checkMapping(t *testing.T, env *labEnv, h *lab.Host, port uint16, cfg portm
 // learned ext would, and checks that it arrives at sock from pub.
 func reaching(t *testing.T, pub *lab.Host, ext netip.AddrPort, sock net.PacketConn) {
 	t.Helper()
-	out, err := pub.ListenPacket("udp4", ":0")
+	reachingFrom(t, pub, pub.Addr(), ext, sock)
+}
+
+// reachingFrom is reaching from address src of node n, a host or the
+// internet router.
+func reachingFrom(t *testing.T, n interface{ Run(func() error) error }, src netip.Addr, ext netip.AddrPort, sock net.PacketConn) {
+	t.Helper()
+	var out net.PacketConn
+	err := n.Run(func() (err error) {
+		out, err = net.ListenPacket("udp", netip.AddrPortFrom(src, 0).String())
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,13 +265,13 @@ func reaching(t *testing.T, pub *lab.Host, ext netip.AddrPort, sock net.PacketCo
 	for {
 		n, from, err := sock.ReadFrom(buf)
 		if err != nil {
-			t.Fatalf("packet from %v to the mapping %v did not arrive: %v", pub.Addr(), ext, err)
+			t.Fatalf("packet from %v to the mapping %v did not arrive: %v", src, ext, err)
 		}
 		if string(buf[:n]) != token {
 			continue // a late copy from an earlier check
 		}
-		if got := from.(*net.UDPAddr).AddrPort().Addr(); got != pub.Addr() {
-			t.Errorf("packet arrived from %v, want %v", got, pub.Addr())
+		if got := from.(*net.UDPAddr).AddrPort().Addr().Unmap(); got != src {
+			t.Errorf("packet arrived from %v, want %v", got, src)
 		}
 		return
 	}
@@ -421,5 +433,187 @@ func TestLabRestart(t *testing.T) {
 			}
 			notReaching(t, env.pub, m2.External, sock)
 		})
+	}
+}
+
+// The IPv6 plan of TestLabIPv6: the LAN behind the router, and the link
+// between the router and the internet router, the one IPv6 peer outside.
+var (
+	lanGateway6 = netip.MustParseAddr("2001:db8:1::1") // the router's lan0
+	lanHost6    = netip.MustParseAddr("2001:db8:1::2") // the host's eth0
+	wanRouter6  = netip.MustParseAddr("2001:db8:ff::11")
+	outside6    = netip.MustParseAddr("2001:db8:ff::1") // the internet router
+)
+
+// TestLabIPv6 maps over IPv6 with PCP, which on a router without IPv6 NAT
+// opens a firewall pinhole: the internet reaches the host's own IPv6
+// address and port, unsolicited, only while the mapping lives. The
+// router's miniupnpd restarts as in TestLabRestart, and the client hears
+// its IPv6 ANNOUNCE, multicast from the router's link-local address, and
+// maps again.
+func TestLabIPv6(t *testing.T) {
+	lab.RequireUPnP(t)
+	l := lab.NewTest(t, lab.Config{Name: "pmipv6"})
+	h, err := l.AddNATHostConfig("alice", lab.RouterConfig{Kind: lab.EIM, UPnP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, inet := h.Router(), l.Internet()
+	addIPv6(t, h, inet)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	d, err := router.StartUPnP(ctx, lab.UPnPConfig{IPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // before the lab's Close, registered earlier
+		if t.Failed() {
+			t.Logf("miniupnpd:\n%s", d.Log())
+		}
+		if err := d.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+
+	const port = 4601
+	sock, err := h.ListenPacket("udp6", fmt.Sprintf("[::]:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	internal := netip.AddrPortFrom(lanHost6, port)
+	notReachingIPv6(t, inet, router, internal, sock)
+
+	cfg := clientConfig(t, h, portmap.Config{})
+	cfg.Gateway = lanGateway6
+	c := portmap.New(cfg)
+	defer c.Close(context.Background())
+	if err := d.WaitEpoch(ctx, h, 4); err != nil { // see TestLabRestart
+		t.Fatal(err)
+	}
+	m, err := c.Map(ctx, port)
+	if err != nil {
+		t.Fatalf("Map: %v", err)
+	}
+	t.Logf("mapped: %v", m)
+	if m.Protocol != portmap.PCP || m.External != internal || m.Internal != internal || m.Gateway != lanGateway6 {
+		t.Errorf("Map = %v, want a PCP pinhole %v via %v", m, internal, lanGateway6)
+	}
+	reachingFrom(t, inet, outside6, m.External, sock)
+
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	notReachingIPv6(t, inet, router, internal, sock)
+	if d, err = router.StartUPnP(ctx, lab.UPnPConfig{IPv6: true}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Changed():
+	case <-time.After(15 * time.Second):
+		t.Fatal("the client did not map again within 15s of the daemon's restart")
+	}
+	m2, ok := c.Current()
+	if !ok || m2.External != internal {
+		t.Fatalf("after the restart: %v, %v; want the pinhole %v", m2, ok, internal)
+	}
+	reachingFrom(t, inet, outside6, m2.External, sock)
+	if err := c.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	notReachingIPv6(t, inet, router, internal, sock)
+}
+
+// addIPv6 gives h's LAN, and the link between its router and inet, the
+// IPv6 addresses and routes of the plan above (the lab itself is IPv4
+// only), and has the router forward IPv6.
+func addIPv6(t *testing.T, h *lab.Host, inet *lab.Router) {
+	t.Helper()
+	router := h.Router()
+	run := func(n interface {
+		Command(context.Context, string, ...string) *exec.Cmd
+	}, args ...string) string {
+		t.Helper()
+		out, err := n.Command(t.Context(), args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// wan0's peer on the internet router: "7: wan0@if12: <...>" names
+	// its interface index there.
+	link := run(router, "ip", "-o", "link", "show", "wan0")
+	_, peer, ok := strings.Cut(link, "wan0@if")
+	peer, _, _ = strings.Cut(peer, ":")
+	if !ok || peer == "" {
+		t.Fatalf("no peer index in %q", link)
+	}
+	var port string
+	for line := range strings.Lines(run(inet, "ip", "-o", "link")) {
+		if idx, rest, _ := strings.Cut(line, ": "); idx == peer {
+			port, _, _ = strings.Cut(rest, "@")
+		}
+	}
+	if port == "" {
+		t.Fatalf("no interface %s on the internet router", peer)
+	}
+	// nodad: the addresses are usable at once, not after duplicate
+	// address detection.
+	run(router, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	run(router, "ip", "addr", "add", lanGateway6.String()+"/64", "dev", "lan0", "nodad")
+	run(router, "ip", "addr", "add", wanRouter6.String()+"/64", "dev", "wan0", "nodad")
+	run(h, "ip", "addr", "add", lanHost6.String()+"/64", "dev", "eth0", "nodad")
+	run(h, "ip", "-6", "route", "add", "default", "via", lanGateway6.String())
+	run(inet, "ip", "addr", "add", outside6.String()+"/64", "dev", port, "nodad")
+	run(inet, "ip", "-6", "route", "add", "2001:db8:1::/64", "via", wanRouter6.String(), "dev", port)
+	// miniupnpd sends its IPv6 ANNOUNCE to ff02::1 without choosing an
+	// interface, and the kernel takes the first ff00::/8 route: wan0's,
+	// which the lab made first. Moved behind lan0's, it reaches the LAN,
+	// as on a router whose LAN interface came up first.
+	run(router, "ip", "-6", "route", "del", "multicast", "ff00::/8", "dev", "wan0", "table", "local")
+	run(router, "ip", "-6", "route", "add", "multicast", "ff00::/8", "dev", "wan0", "table", "local")
+}
+
+// notReachingIPv6 sends packets from the internet router to ext, the
+// host's own IPv6 address and port, until h's router counts one more
+// dropped by its IPv6 firewall, and then checks that none reached sock.
+func notReachingIPv6(t *testing.T, inet *lab.Router, router *lab.Router, ext netip.AddrPort, sock net.PacketConn) {
+	t.Helper()
+	var out net.PacketConn
+	err := inet.Run(func() (err error) {
+		out, err = net.ListenPacket("udp6", netip.AddrPortFrom(outside6, 0).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	before, err := router.DroppedIPv6(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := rand.Text()
+	dropped := false
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !dropped; {
+		out.WriteTo([]byte(token), net.UDPAddrFromAddrPort(ext))
+		n, err := router.DroppedIPv6(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped = n > before
+	}
+	if !dropped {
+		t.Fatalf("router never dropped packets from %v to %v", outside6, ext)
+	}
+	buf := make([]byte, 1500)
+	sock.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	for {
+		n, _, err := sock.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if string(buf[:n]) == token {
+			t.Fatalf("a packet to %v reached the host without a pinhole", ext)
+		}
 	}
 }
