@@ -37,6 +37,8 @@ func (n *Node) portmapEnabled() bool {
 
 // portmapLoop keeps a port mapping for our socket on the gateway while the
 // node runs, renewing it at half its lifetime, and deletes it at the end.
+// When the router restarts and the client maps again by itself, the new
+// mapping replaces the candidate at once.
 func (n *Node) portmapLoop(ctx context.Context) {
 	if !n.portmapEnabled() {
 		return
@@ -72,12 +74,31 @@ func (n *Node) portmapLoop(ctx context.Context) {
 			n.setMapped(m.External)
 			wait = max(time.Until(m.RenewAt), time.Second)
 		}
-		t := time.NewTimer(wait)
+		if !n.portmapWait(ctx, c, wait) {
+			return
+		}
+	}
+}
+
+// portmapWait waits for wait to pass, taking on the mappings c makes by
+// itself meanwhile (portmap.Client.Changed), or returns early if c lost
+// the mapping. It returns false when ctx ends.
+func (n *Node) portmapWait(ctx context.Context, c *portmap.Client, wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
+			return false
 		case <-t.C:
+			return true
+		case <-c.Changed():
+			m, ok := c.Current()
+			if !ok {
+				return true // map again now
+			}
+			n.setMapped(m.External)
+			t.Reset(max(time.Until(m.RenewAt), time.Second))
 		}
 	}
 }
