@@ -2,6 +2,7 @@ package lab_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,7 +16,9 @@ import (
 // TestDaemonPortMapping runs a real `parley up` behind an EIM router that
 // offers port mappings (miniupnpd: PCP, NAT-PMP, UPnP IGD): the daemon maps
 // its socket's port on the router, says so in its log, and offers the
-// mapped public address among its candidates.
+// mapped public address among its candidates. Then the router's miniupnpd
+// restarts, losing the mapping, and the daemon, hearing the ANNOUNCE it
+// multicasts as it starts, maps again without waiting for its renewal.
 func TestDaemonPortMapping(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs real daemons")
@@ -37,7 +40,7 @@ func TestDaemonPortMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { upnp.Stop() })
+	t.Cleanup(func() { upnp.Stop() }) // the daemon running at the end
 
 	dir := t.TempDir()
 	srvAddr := srv.Addr().String()
@@ -75,4 +78,43 @@ func TestDaemonPortMapping(t *testing.T) {
 		return slices.Contains(d.status().Candidates, mapped)
 	})
 	t.Logf("alice's candidates: %v (mapped %s; miniupnpd log tail:\n%s)", d.status().Candidates, mapped, tail(upnp.Log(), 5))
+
+	// The router's miniupnpd restarts and forgets the mapping: its rule
+	// is gone until the daemon asks again. Alice tells the restart from
+	// the epoch time going back, which it does once the daemon has
+	// counted a few seconds.
+	if err := upnp.WaitEpoch(ctx, h, 4); err != nil {
+		t.Fatal(err)
+	}
+	rule := fmt.Sprintf("dnat ip to %v:4000", h.Addr())
+	if err := upnp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if dnat := dnatRules(t, h.Router()); strings.Contains(dnat, rule) {
+		t.Fatalf("the mapping outlived miniupnpd's restart:\n%s", dnat)
+	}
+	if upnp, err = h.Router().StartUPnP(ctx, lab.UPnPConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitUntil(t, 15*time.Second, "alice mapping her port again after miniupnpd's restart", func() bool {
+		return strings.Contains(dnatRules(t, h.Router()), rule)
+	})
+	t.Logf("mapped again %v after the restart", time.Since(start).Round(time.Millisecond))
+	if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), "announced a restart") {
+		t.Errorf("alice's log does not say that the router announced a restart")
+	}
+	if cands := d.status().Candidates; !slices.Contains(cands, mapped) {
+		t.Errorf("alice's candidates %v lack the mapping %s after the restart", cands, mapped)
+	}
+}
+
+// dnatRules returns the rules miniupnpd keeps for its mappings on r.
+func dnatRules(t *testing.T, r *lab.Router) string {
+	t.Helper()
+	out, err := r.Command(t.Context(), "nft", "list", "chain", "inet", "miniupnpd", "prerouting_miniupnpd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list chain: %v: %s", err, out)
+	}
+	return string(out)
 }
