@@ -139,7 +139,13 @@ func (r *Router) Dropped(ctx context.Context) (uint64, error) {
 	if r.ruleset == "" {
 		return 0, nil
 	}
-	out, err := execIn(ctx, r.ns, "", "nft", "list", "counter", "ip", "lab", "dropped")
+	return r.nftPackets(ctx, "ip", "lab", "dropped")
+}
+
+// nftPackets reads the packet count of the named nftables counter in the
+// router's namespace.
+func (r *Router) nftPackets(ctx context.Context, family, table, counter string) (uint64, error) {
+	out, err := execIn(ctx, r.ns, "", "nft", "list", "counter", family, table, counter)
 	if err != nil {
 		return 0, err
 	}

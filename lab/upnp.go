@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -364,18 +363,7 @@ func (r *Router) DroppedIPv6(ctx context.Context) (uint64, error) {
 	if !r.config.UPnP {
 		return 0, nil
 	}
-	out, err := execIn(ctx, r.ns, "", "nft", "list", "counter", "inet", "miniupnpd", "dropped6")
-	if err != nil {
-		return 0, err
-	}
-	// "... counter dropped6 { packets 3 bytes 126 } ..."
-	f := strings.Fields(string(out))
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "packets" {
-			return strconv.ParseUint(f[i+1], 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("lab: no packet count in %q", out)
+	return r.nftPackets(ctx, "inet", "miniupnpd", "dropped6")
 }
 
 // Log returns what the daemon has logged so far.
