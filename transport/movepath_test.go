@@ -200,3 +200,36 @@ func TestMoveDoesNotFlap(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerMoveValidatedUnderFullWindow: alice streams to bob over a relay
+// that dies; her congestion window fills with packets lost there, and her
+// probe timeouts back off. Eight seconds later bob moves the session onto the direct path (as a daemon
+// does when it finds the relay dead). Alice follows and must validate bob's
+// new address: her PATH_CHALLENGE cannot wait behind the full window, or
+// validation times out and sends her back to the dead relay.
+func TestPeerMoveValidatedUnderFullWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rp := newRelayedPair(t, 14, natlab.Link{Delay: 5 * time.Millisecond, Rate: 20e6}, 40*time.Millisecond)
+		client, server, aAddr, bAddr := rp.client, rp.server, rp.aAddr, rp.bAddr
+		var moved atomic.Bool
+		transfer(t, client, server, 1, 4<<20, func(total int64) {
+			if total > 1<<20 && !moved.Swap(true) {
+				go func() {
+					rp.relay.Close()
+					time.Sleep(8 * time.Second)
+					if err := server.UsePath(context.Background(), aAddr); err != nil {
+						t.Errorf("bob's UsePath: %v", err)
+					}
+				}()
+			}
+		})
+		if got := client.CurrentPath(); got.Remote != bAddr || !got.Validated {
+			t.Errorf("alice's path is %+v, want bob's direct address %v, validated", got, bAddr)
+		}
+		// Once: a failed validation would have sent her back to the relay
+		// and onto the direct path again at bob's next keepalive.
+		if n := client.Stats().PathChanges; n != 1 {
+			t.Errorf("alice changed path %d times, want 1", n)
+		}
+	})
+}

@@ -90,9 +90,10 @@ type path struct {
 	recvBytes uint64 // before validation: the amplification budget is 3× this
 	sentBytes uint64
 
-	challenge     [8]byte
-	challengeSent time.Time
-	challengeN    int
+	challenge       [8]byte
+	challengeSent   time.Time
+	challengeN      int
+	challengeQueued bool // a PATH_CHALLENGE for this path waits to be sent
 }
 
 func newPath(addr netip.AddrPort, validated bool) *path {
@@ -223,6 +224,8 @@ type Session struct {
 	ranges []ackhandler.Range
 	ackBuf wire.AckFrame
 	frames []ackhandler.Frame
+
+	controlOnly bool // sendPacket: control frames only (a challenge past the window)
 
 	cur, prev *path
 

@@ -523,11 +523,17 @@ func (s *Session) onPathResponse(data [8]byte, from netip.AddrPort, now time.Tim
 	}
 }
 
+// sendChallenge queues a PATH_CHALLENGE for the current path. It goes in
+// the next packet, ahead of stream data, and the congestion window does not
+// hold it back (sendPackets): after a migration the window is often full of
+// packets sent on the old path, and a challenge waiting behind them would
+// time out and send the session back to a dead path.
 func (s *Session) sendChallenge(now time.Time) {
 	p := s.cur
 	randRead(p.challenge[:])
 	p.challengeSent = now
 	p.challengeN++
+	p.challengeQueued = true
 	s.queueControl(controlFrame{kind: kindPathChallenge, data: p.challenge, to: p.addr})
 }
 

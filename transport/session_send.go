@@ -43,7 +43,14 @@ func (s *Session) sendPackets(now time.Time) {
 		}
 		if !probe {
 			if !s.sph.SendAllowed(now) {
-				if ackDue {
+				switch {
+				case s.cur.challengeQueued:
+					// Path validation does not wait for the window: one
+					// packet of control frames (and an ACK), no data.
+					s.controlOnly = true
+					s.sendPacket(now, false, false)
+					s.controlOnly = false
+				case ackDue:
 					s.sendPacket(now, true, false)
 				}
 				return
@@ -115,6 +122,8 @@ func (s *Session) sendPacket(now time.Time, ackOnly, probe bool) bool {
 	}
 	if !ackOnly {
 		buf, frames, ackEliciting = s.appendControl(buf, frames, limit)
+	}
+	if !ackOnly && !s.controlOnly {
 		buf, frames, ackEliciting = s.appendDatagrams(buf, frames, limit, ackEliciting)
 		var streamed bool
 		buf, frames, streamed = s.appendStreams(buf, frames, limit)
@@ -270,9 +279,10 @@ func (s *Session) appendControl(buf []byte, frames []ackhandler.Frame, limit int
 			enc = f.Append(s.scratch[:0])
 			rec.Length = c.v
 		case kindPathChallenge:
-			if c.to != s.cur.addr || s.cur.validated {
+			if c.to != s.cur.addr || s.cur.validated || c.data != s.cur.challenge {
 				continue
 			}
+			s.cur.challengeQueued = false
 			f := wire.PathChallengeFrame{Data: c.data}
 			enc = f.Append(s.scratch[:0])
 		case kindPathResponse:
@@ -383,27 +393,33 @@ func (s *Session) appendStreams(buf []byte, frames []ackhandler.Frame, limit int
 	return buf, frames, any
 }
 
-// sendPathResponses answers PATH_CHALLENGEs that came from an address other
-// than the current path, on that address (RFC 9000 §8.2.2).
+// sendPathResponses answers PATH_CHALLENGEs on the address each came from
+// (RFC 9000 §8.2.2), in packets of their own that the congestion window
+// does not hold back: the peer's path validation must not wait behind our
+// data. An answer on the current path stays within its anti-amplification
+// limit, and waits in the queue when that is spent.
 func (s *Session) sendPathResponses(now time.Time) {
 	s.mu.Lock()
-	var others []controlFrame
+	var answers []controlFrame
 	kept := s.control[:0]
 	for _, c := range s.control {
-		if c.kind == kindPathResponse && c.to != s.cur.addr {
-			others = append(others, c)
+		if c.kind == kindPathResponse && (c.to != s.cur.addr || s.cur.budget() >= minPacketRoom) {
+			answers = append(answers, c)
 			continue
 		}
 		kept = append(kept, c)
 	}
 	s.control = kept
 	s.mu.Unlock()
-	for _, c := range others {
-		tmp := newPath(c.to, false)
-		buf, pn := s.startPacket(tmp)
+	for _, c := range answers {
+		p := s.cur
+		if c.to != p.addr {
+			p = newPath(c.to, false)
+		}
+		buf, pn := s.startPacket(p)
 		f := wire.PathResponseFrame{Data: c.data}
 		buf = f.Append(buf)
-		s.seal(buf, pn, now, false, nil, tmp)
+		s.seal(buf, pn, now, false, nil, p)
 	}
 }
 
