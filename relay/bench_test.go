@@ -32,26 +32,32 @@ import (
 // HandlePacket call, as for a TCP side; "batch/N" forwards batches of
 // batchSize as the Mux hands them over, each written by one writeBatch
 // (the socket here takes one packet per call).
+// forwardRig is a relay with one channel whose sides are bound and
+// validated, without a rate limit, and a SEND of size bytes on it from A.
+func forwardRig(b *testing.B, size int) (*rig, []byte) {
+	// A real clock, so that the rate limit's bucket refills.
+	r := newRig(b, func(c *Config) { c.Now = time.Now })
+	r.clock.t = time.Now()
+	tk := r.ticket(func(tk *ticket.Ticket) { tk.Rate = 1<<32 - 1; tk.Budget = 1 << 62 })
+	r.srv.HandlePacket(appendAllocate(nil, 0, tk, 0), addrA)
+	r.srv.HandlePacket(appendAllocate(nil, 1, tk, 0), addrB)
+	sent := r.conn.take()
+	h, _, _ := parseHeader(sent[0].b)
+	confirmAt(r.srv, h.channel, 0, addrA)
+	confirmAt(r.srv, h.channel, 1, addrB)
+	r.conn.keep = false
+	// One core forwards faster than a ticket's largest rate (2^32-1 B/s):
+	// lift the limit, keeping its arithmetic.
+	for _, a := range r.srv.byID {
+		a.rate, a.burst, a.tokens = math.Inf(1), math.Inf(1), math.Inf(1)
+	}
+	return r, sendPkt(h.channel, make([]byte, size))
+}
+
 func BenchmarkForward(b *testing.B) {
 	for _, size := range []int{1232, 1452} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
-			// A real clock, so that the rate limit's bucket refills.
-			r := newRig(b, func(c *Config) { c.Now = time.Now })
-			r.clock.t = time.Now()
-			tk := r.ticket(func(tk *ticket.Ticket) { tk.Rate = 1<<32 - 1; tk.Budget = 1 << 62 })
-			r.srv.HandlePacket(appendAllocate(nil, 0, tk, 0), addrA)
-			r.srv.HandlePacket(appendAllocate(nil, 1, tk, 0), addrB)
-			sent := r.conn.take()
-			h, _, _ := parseHeader(sent[0].b)
-			confirmAt(r.srv, h.channel, 0, addrA)
-			confirmAt(r.srv, h.channel, 1, addrB)
-			r.conn.keep = false
-			// One core forwards faster than a ticket's largest rate
-			// (2^32-1 B/s): lift the limit, keeping its arithmetic.
-			for _, a := range r.srv.byID {
-				a.rate, a.burst, a.tokens = math.Inf(1), math.Inf(1), math.Inf(1)
-			}
-			pkt := sendPkt(h.channel, make([]byte, size))
+			r, pkt := forwardRig(b, size)
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -65,20 +71,7 @@ func BenchmarkForward(b *testing.B) {
 	}
 	for _, size := range []int{1232, 1452} {
 		b.Run(fmt.Sprint("batch/", size), func(b *testing.B) {
-			r := newRig(b, func(c *Config) { c.Now = time.Now })
-			r.clock.t = time.Now()
-			tk := r.ticket(func(tk *ticket.Ticket) { tk.Rate = 1<<32 - 1; tk.Budget = 1 << 62 })
-			r.srv.HandlePacket(appendAllocate(nil, 0, tk, 0), addrA)
-			r.srv.HandlePacket(appendAllocate(nil, 1, tk, 0), addrB)
-			sent := r.conn.take()
-			h, _, _ := parseHeader(sent[0].b)
-			confirmAt(r.srv, h.channel, 0, addrA)
-			confirmAt(r.srv, h.channel, 1, addrB)
-			r.conn.keep = false
-			for _, a := range r.srv.byID {
-				a.rate, a.burst, a.tokens = math.Inf(1), math.Inf(1), math.Inf(1)
-			}
-			pkt := sendPkt(h.channel, make([]byte, size))
+			r, pkt := forwardRig(b, size)
 			slots := make([][]byte, batchSize)
 			for i := range slots {
 				slots[i] = make([]byte, len(pkt))

@@ -128,15 +128,7 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		fmt.Fprintln(w, "| target | this run | goal | result |")
 		fmt.Fprintln(w, "|---|---:|---:|---|")
 		for _, t := range r.Targets {
-			res := "MISS"
-			if t.Pass {
-				res = "PASS"
-			}
-			name := t.Name
-			if t.Note != "" {
-				name += " (" + t.Note + ")"
-			}
-			fmt.Fprintf(w, "| %s | %.2f | %s | %s |\n", name, t.Value, t.Goal, res)
+			fmt.Fprintf(w, "| %s | %.2f | %s | %s |\n", t.label(), t.Value, t.Goal, t.result())
 		}
 		fmt.Fprintln(w)
 	}

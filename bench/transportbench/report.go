@@ -299,6 +299,22 @@ type Target struct {
 	Note  string  `json:"note,omitempty"`
 }
 
+// label is the target's name with its note, as the reports print it.
+func (t Target) label() string {
+	if t.Note != "" {
+		return t.Name + " (" + t.Note + ")"
+	}
+	return t.Name
+}
+
+// result is PASS or MISS.
+func (t Target) result() string {
+	if t.Pass {
+		return "PASS"
+	}
+	return "MISS"
+}
+
 func (r *Report) bulk(name string) *BulkResult {
 	for i := range r.Bulk {
 		if r.Bulk[i].Transport == name {
@@ -470,15 +486,7 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintln(w, "Targets")
 		fmt.Fprintln(tw, "target\tvalue\tgoal\tresult\t")
 		for _, t := range r.Targets {
-			res := "MISS"
-			if t.Pass {
-				res = "PASS"
-			}
-			name := t.Name
-			if t.Note != "" {
-				name += " (" + t.Note + ")"
-			}
-			fmt.Fprintf(tw, "%s\t%.2f\t%s\t%s\t\n", name, t.Value, t.Goal, res)
+			fmt.Fprintf(tw, "%s\t%.2f\t%s\t%s\t\n", t.label(), t.Value, t.Goal, t.result())
 		}
 		tw.Flush()
 	}
