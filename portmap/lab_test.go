@@ -242,18 +242,29 @@ func reaching(t *testing.T, pub *lab.Host, ext netip.AddrPort, sock net.PacketCo
 	reachingFrom(t, pub, pub.Addr(), ext, sock)
 }
 
-// reachingFrom is reaching from address src of node n, a host or the
-// internet router.
-func reachingFrom(t *testing.T, n interface{ Run(func() error) error }, src netip.Addr, ext netip.AddrPort, sock net.PacketConn) {
+// labNode is a lab host or router: something that runs code in its
+// namespace.
+type labNode interface{ Run(func() error) error }
+
+// listenIn opens a UDP socket on address src (any port) in n's namespace.
+func listenIn(t *testing.T, n labNode, src netip.Addr) net.PacketConn {
 	t.Helper()
-	var out net.PacketConn
+	var pc net.PacketConn
 	err := n.Run(func() (err error) {
-		out, err = net.ListenPacket("udp", netip.AddrPortFrom(src, 0).String())
+		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(src, 0).String())
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pc
+}
+
+// reachingFrom is reaching from address src of node n, a host or the
+// internet router.
+func reachingFrom(t *testing.T, n labNode, src netip.Addr, ext netip.AddrPort, sock net.PacketConn) {
+	t.Helper()
+	out := listenIn(t, n, src)
 	defer out.Close()
 	token := rand.Text()
 	if _, err := out.WriteTo([]byte(token), net.UDPAddrFromAddrPort(ext)); err != nil {
@@ -579,14 +590,7 @@ func addIPv6(t *testing.T, h *lab.Host, inet *lab.Router) {
 // dropped by its IPv6 firewall, and then checks that none reached sock.
 func notReachingIPv6(t *testing.T, inet *lab.Router, router *lab.Router, ext netip.AddrPort, sock net.PacketConn) {
 	t.Helper()
-	var out net.PacketConn
-	err := inet.Run(func() (err error) {
-		out, err = net.ListenPacket("udp6", netip.AddrPortFrom(outside6, 0).String())
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := listenIn(t, inet, outside6)
 	defer out.Close()
 	before, err := router.DroppedIPv6(t.Context())
 	if err != nil {
