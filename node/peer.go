@@ -1137,6 +1137,17 @@ type punch struct {
 	sent  map[[8]byte]time.Time
 }
 
+// ping returns a new ping to the punch's peer, its transaction ID noted as
+// sent now.
+func (pu *punch) ping() probe {
+	pr := probe{Type: probeTypePing, Pair: pu.p.pairID}
+	rand.Read(pr.Tx[:])
+	pu.mu.Lock()
+	pu.sent[pr.Tx] = time.Now()
+	pu.mu.Unlock()
+	return pr
+}
+
 type punchResult struct {
 	addr netip.AddrPort
 	rtt  time.Duration
@@ -1283,13 +1294,7 @@ func (n *Node) punch(ctx context.Context, p *peer, remote []netip.AddrPort, opt 
 		wait.Stop()
 	}
 	if opt.sweep.IsValid() {
-		var pr probe
-		pr.Type, pr.Pair = probeTypePing, p.pairID
-		rand.Read(pr.Tx[:])
-		pu.mu.Lock()
-		pu.sent[pr.Tx] = time.Now()
-		pu.mu.Unlock()
-		ping := appendProbe(nil, pr, &p.pairKey, n.pub)
+		ping := appendProbe(nil, pu.ping(), &p.pairKey, n.pub)
 		sctx, stop := context.WithCancel(ctx)
 		defer stop()
 		n.log.Debug("port sweep", "device", p.key.Short(), "target", opt.sweep)
@@ -1304,13 +1309,7 @@ func (n *Node) punch(ctx context.Context, p *peer, remote []netip.AddrPort, opt 
 		addrs := append([]netip.AddrPort(nil), pu.addrs...)
 		pu.mu.Unlock()
 		for _, a := range addrs {
-			var pr probe
-			pr.Type, pr.Pair = probeTypePing, p.pairID
-			rand.Read(pr.Tx[:])
-			pu.mu.Lock()
-			pu.sent[pr.Tx] = time.Now()
-			pu.mu.Unlock()
-			buf = appendProbe(buf[:0], pr, &p.pairKey, n.pub)
+			buf = appendProbe(buf[:0], pu.ping(), &p.pairKey, n.pub)
 			if opt.quietTTL > 0 && !heard(pu) {
 				writeTTL(n.pc, buf, a, opt.quietTTL)
 				continue
