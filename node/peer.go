@@ -551,7 +551,13 @@ func (n *Node) connect(ctx context.Context, p *peer) (*transport.Session, error)
 					continue
 				}
 				s = n.addSession(p, s, n.pub)
-				n.setWhy(p, n.relayedWhy(cached, nil))
+				// The peer's candidates come with the answer: probing
+				// has not begun.
+				why := whyProbing
+				if n.cfg.RelayOnly {
+					why = n.relayedWhy(nil, nil)
+				}
+				n.setWhy(p, why)
 				deadline, _ := octx.Deadline()
 				handedOff = true
 				n.goroutine(func(nctx context.Context) { n.upgradeOnAnswer(nctx, p, s, id, ans, cached, deadline) })
@@ -869,8 +875,11 @@ func (n *Node) relayedWhy(remote []netip.AddrPort, errs []error) string {
 	case len(errs) > 0:
 		return errs[0].Error()
 	}
-	return "direct probes not answered yet"
+	return whyProbing
 }
+
+// whyProbing says a session is relayed while the punch runs.
+const whyProbing = "direct probes not answered yet"
 
 // notePeerNAT records the NAT type the peer stated in an offer or answer.
 func (n *Node) notePeerNAT(p *peer, nat string) {
