@@ -656,7 +656,7 @@ func (n *Node) upgradeOnAnswer(ctx context.Context, p *peer, s *transport.Sessio
 	bcancel()
 	r := pathResult{addr: addr}
 	if err != nil {
-		r.err = fmt.Errorf("none of %d candidates answered probes", len(remote))
+		r.err = errors.New(noProbeAnswer(remote))
 	}
 	res := make(chan pathResult, 1)
 	res <- r
@@ -713,7 +713,7 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 				}
 				n.mu.Lock()
 				if s := p.liveLocked(); s != nil && n.mux.IsVirtual(s.CurrentPath().Remote) {
-					p.why = fmt.Sprintf("none of %d candidates answered probes", len(remote))
+					p.why = noProbeAnswer(remote)
 				}
 				n.mu.Unlock()
 			})
@@ -751,7 +751,7 @@ func (n *Node) establish(ctx context.Context, p *peer, remote []netip.AddrPort, 
 			defer bcancel()
 			addr, _, err := n.punch(bctx, p, remote, opt)
 			if err != nil {
-				err = fmt.Errorf("none of %d candidates answered probes", len(remote))
+				err = errors.New(noProbeAnswer(remote))
 			}
 			results <- pathResult{addr: addr, err: err}
 		})
@@ -876,6 +876,11 @@ func (n *Node) relayedWhy(remote []netip.AddrPort, errs []error) string {
 		return errs[0].Error()
 	}
 	return whyProbing
+}
+
+// noProbeAnswer says why a punch towards remote failed.
+func noProbeAnswer(remote []netip.AddrPort) string {
+	return fmt.Sprintf("none of %d candidates answered probes", len(remote))
 }
 
 // whyProbing says a session is relayed while the punch runs.
@@ -1038,7 +1043,7 @@ func (n *Node) movePath(ctx context.Context, p *peer, s *transport.Session, remo
 	addr, _, err := n.punch(pctx, p, remote, opt)
 	if err != nil {
 		if n.mux.IsVirtual(s.CurrentPath().Remote) {
-			n.setWhy(p, fmt.Sprintf("none of %d candidates answered probes", len(remote)))
+			n.setWhy(p, noProbeAnswer(remote))
 		}
 		return
 	}
